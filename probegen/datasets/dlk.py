@@ -1,0 +1,265 @@
+"""The seven DLK datasets: imdb, amazon_polarity, ag_news, dbpedia_14, rte, copa, boolq.
+
+Prompts are the templates of Burns et al. 2022, "Discovering Latent Knowledge in Language
+Models Without Supervision" (arXiv:2212.03827, appendix), worded exactly as the original
+generalisation study used them (github.com/mishajw/repeng, repeng/datasets/elk/dlk.py).
+Each source example gives two rows, its true label and one false label, grouped by example
+(DESIGN §3.2).
+
+This module also holds `kept_examples`, the "enumerate groups -> split -> limit -> fetch"
+step that every hub dataset (here and in `repe.py`) shares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+
+import pandas as pd
+
+from probegen.datasets.base import (
+    TRAIN_SHARES,
+    DatasetInfo,
+    Limits,
+    finalize_rows,
+    hash_split,
+    register,
+    select_units,
+)
+from probegen.datasets.sources import DataSourceError, SourceReader
+
+Shares = Sequence[tuple[str, float]]
+EVAL_SHARES: Shares = (("validation", 1.0),)  # a labelled eval split stays whole
+
+
+@dataclass(frozen=True)
+class Source:
+    """A hub dataset and how each of its source splits maps onto probegen splits."""
+
+    hub_id: str
+    config: str | None
+    splits: tuple[tuple[str, Shares], ...]  # (source split, shares for hash_split)
+    required: tuple[str, ...]  # columns the template and labels read
+
+
+@dataclass(frozen=True)
+class Example:
+    """One kept source example, with the probegen split and group it belongs to."""
+
+    source_split: str
+    index: int  # position in the source split
+    group_id: str
+    split: str
+    record: dict
+    origin: str  # file or hub split it came from, for error messages
+
+    def row_id(self, dataset: str, choice: int) -> str:
+        return f"{dataset}/{self.source_split}/{self.index}/{choice}"
+
+    def error(self, what: str) -> DataSourceError:
+        return DataSourceError(f"{self.origin}: row {self.index}: {what}")
+
+
+def kept_examples(
+    dataset: str, source: Source, reader: SourceReader, limits: Limits
+) -> list[Example]:
+    """The source examples of `dataset` that survive the split limits, with their records.
+
+    Group ids are `<source split>-<index>`: enumerating them needs only the split's length,
+    never its records (amazon_polarity train has 3.6M rows), and unlike some hub ids
+    (RACE's `example_id` names an article shared by several questions) they are unique.
+    Limits are applied over (group, split) pairs before any record is fetched.
+    """
+    parts, units = [], []
+    for source_split, shares in source.splits:
+        part = reader.split(dataset, source.hub_id, source.config, source_split, source.required)
+        groups = [f"{source_split}-{i}" for i in range(len(part))]
+        if len(shares) == 1:  # a split kept whole needs no hashing (400k rows for amazon)
+            splits = [shares[0][0]] * len(groups)
+        else:
+            splits = [hash_split(dataset, g, shares) for g in groups]
+        parts.append((source_split, part, groups, splits))
+        units.extend(zip(groups, splits, strict=True))
+    kept = {g for ids in select_units(dataset, units, limits).values() for g in ids}
+    examples = []
+    for source_split, part, groups, splits in parts:
+        indices = [i for i, g in enumerate(groups) if g in kept]
+        for i, record in zip(indices, part.records(indices), strict=True):
+            examples.append(Example(source_split, i, groups[i], splits[i], record, part.origin))
+    return examples
+
+
+@dataclass(frozen=True)
+class DlkTemplate:
+    """A DLK prompt: `{label}` is this row's answer; `{label1}`/`{label2}` the pair's two."""
+
+    text: str
+    labels: tuple[str, ...]  # answer wording, indexed by the hub's label
+    fields: tuple[str, ...]  # record columns the template reads
+    label_options: bool = True  # whether the prompt names both labels of the pair
+
+    def render(self, example: Example, label: int, pair: Sequence[int]) -> str:
+        args = {"label": self.labels[label]}
+        if self.label_options:
+            args["label1"], args["label2"] = (self.labels[i] for i in pair)
+        for field in self.fields:
+            value = example.record[field]
+            if not isinstance(value, str):
+                raise example.error(f"column {field!r} should be text, got {value!r}")
+            args[field] = value
+        return self.text.format(**args)
+
+
+# Shared wording of the classification templates (sentiment / topic choice between two).
+_CHOICE = (
+    'Consider the following example: "{{{field}}}"\n'
+    "Choice 1: {{label1}}\n"
+    "Choice 2: {{label2}}\n"
+    "Between choice 1 and choice 2, the {kind} of this example is {{label}}"
+)
+_DBPEDIA_LABELS = (
+    "Company",
+    "EducationalInstitution",
+    "Artist",
+    "Athlete",
+    "OfficeHolder",
+    "MeanOfTransportation",
+    "Building",
+    "NaturalPlace",
+    "Village",
+    "Animal",
+    "Plant",
+    "Album",
+    "Film",
+    "WrittenWork",
+)
+
+# dataset id -> (hub id, config, labelled eval split, template). Label wording follows the
+# hub's label order, e.g. rte 0 = entailment -> "yes", boolq 1 = true -> "True".
+_SPECS: dict[str, tuple[str, str | None, str, DlkTemplate]] = {
+    "imdb": (
+        "stanfordnlp/imdb",
+        None,
+        "test",
+        DlkTemplate(
+            'Consider the following example: "{text}"\n'
+            "Between {label1} and {label2}, the sentiment of this example is {label}",
+            ("Negative", "Positive"),
+            ("text",),
+        ),
+    ),
+    "amazon_polarity": (
+        "fancyzhx/amazon_polarity",
+        None,
+        "test",
+        DlkTemplate(
+            _CHOICE.format(field="content", kind="sentiment"),
+            ("Negative", "Positive"),
+            ("content",),
+        ),
+    ),
+    "ag_news": (
+        "fancyzhx/ag_news",
+        None,
+        "test",
+        DlkTemplate(
+            _CHOICE.format(field="text", kind="topic"),
+            ("World", "Sports", "Business", "Sci/Tech"),
+            ("text",),
+        ),
+    ),
+    "dbpedia_14": (
+        "fancyzhx/dbpedia_14",
+        None,
+        "test",
+        DlkTemplate(_CHOICE.format(field="content", kind="topic"), _DBPEDIA_LABELS, ("content",)),
+    ),
+    "rte": (
+        "aps/super_glue",
+        "rte",
+        "validation",
+        DlkTemplate(
+            '{premise}\nQuestion: Does this imply that "{hypothesis}", yes or no?\n{label}',
+            ("yes", "no"),
+            ("premise", "hypothesis"),
+            label_options=False,
+        ),
+    ),
+    "copa": (
+        "aps/super_glue",
+        "copa",
+        "validation",
+        DlkTemplate(
+            'Consider the following premise: "{premise}"\n'
+            "Choice 1: {choice1}\n"
+            "Choice 2: {choice2}\n"
+            "Q: Which one is more likely to be the {question}, choice 1 or choice 2?\n"
+            "{label}",
+            ("Choice 1", "Choice 2"),
+            ("premise", "question", "choice1", "choice2"),
+            label_options=False,
+        ),
+    ),
+    "boolq": (
+        "aps/super_glue",
+        "boolq",
+        "validation",
+        DlkTemplate(
+            "Passage: {passage}\n"
+            "After reading this passage, I have a question: {question}? True or False?\n"
+            "{label}",
+            ("False", "True"),
+            ("passage", "question"),
+            label_options=False,
+        ),
+    ),
+}
+
+
+def false_label(true_label: int, index: int, n_labels: int) -> int:
+    """The false label paired with `true_label`: as in the original study, the
+    `index mod (n - 1)`-th of the other labels (for binary datasets, simply the other one)."""
+    others = [label for label in range(n_labels) if label != true_label]
+    return others[index % len(others)]
+
+
+def build_dlk(dataset: str, reader: SourceReader, limits: Limits) -> pd.DataFrame:
+    """Rows of DLK dataset `dataset`: two per kept example, answer_type = position in pair."""
+    hub_id, config, eval_split, template = _SPECS[dataset]
+    source = Source(
+        hub_id,
+        config,
+        (("train", TRAIN_SHARES), (eval_split, EVAL_SHARES)),
+        (*template.fields, "label"),
+    )
+    rows = []
+    for example in kept_examples(dataset, source, reader, limits):
+        true = example.record["label"]
+        if (
+            isinstance(true, bool)
+            or not isinstance(true, int)
+            or not 0 <= true < len(template.labels)
+        ):
+            raise example.error(f"label {true!r} is not one of 0..{len(template.labels) - 1}")
+        # Sorting the pair by label index gives answer_type a fixed meaning across groups
+        # (binary sets: "0" is always e.g. "Negative"), which per-answer-type normalisation
+        # relies on.
+        pair = sorted((true, false_label(true, example.index, len(template.labels))))
+        for position, label in enumerate(pair):
+            rows.append(
+                {
+                    "row_id": example.row_id(dataset, position),
+                    "dataset": dataset,
+                    "split": example.split,
+                    "group_id": example.group_id,
+                    "answer_type": str(position),
+                    "label": label == true,
+                    "text": template.render(example, label, pair),
+                }
+            )
+    return finalize_rows(rows, dataset)
+
+
+for _id in _SPECS:
+    register(DatasetInfo(id=_id, build=partial(build_dlk, _id), collection="dlk", grouped=True))

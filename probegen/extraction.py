@@ -1,0 +1,250 @@
+"""The extraction engine: last-token residual stream of chosen layers, batched (DESIGN §4).
+
+Forward hooks on the decoder blocks copy out only the last real token of each prompt and
+abort the forward pass right after the deepest requested block, so later blocks, the final
+norm and the lm_head never run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+
+class _StopForward(Exception):
+    """Raised by the deepest hook to end the forward pass early."""
+
+
+class NonFiniteActivationError(RuntimeError):
+    """An activation was NaN or infinite."""
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The model's list of decoder blocks (Llama/Qwen/Mistral `model.layers`, GPT-2 `h`, …)."""
+    for path in ("model.layers", "model.model.layers", "transformer.h", "gpt_neox.layers"):
+        module = model
+        for attr in path.split("."):
+            module = getattr(module, attr, None)
+            if module is None:
+                break
+        if isinstance(module, nn.ModuleList):
+            return module
+    lists = [m for m in model.modules() if isinstance(m, nn.ModuleList)]
+    if not lists:
+        raise ValueError(f"cannot find the decoder blocks of {type(model).__name__}")
+    return max(lists, key=len)
+
+
+def default_layers(n_layers: int) -> list[int]:
+    """DESIGN §4: layers 1, 3, 5, … (0-based blocks), as in the original study."""
+    return list(range(1, n_layers, 2))
+
+
+def resolve_layers(selection: str | int | Sequence[int], n_layers: int) -> list[int]:
+    """`default`, `all`, an int or a list of ints -> sorted valid layer indices."""
+    if selection == "default":
+        return default_layers(n_layers)
+    if selection == "all":
+        return list(range(n_layers))
+    layers = [selection] if isinstance(selection, int) else [int(x) for x in selection]
+    bad = [i for i in layers if not 0 <= i < n_layers]
+    if bad:
+        raise ValueError(f"layers {bad} out of range: the model has blocks 0..{n_layers - 1}")
+    return sorted(set(layers))
+
+
+def plan_batches(lengths: Sequence[int], token_budget: int) -> list[list[int]]:
+    """Group row indices into batches, longest first, each under `token_budget` padded tokens.
+
+    Longest-first puts the biggest batch at the start, so an out-of-memory error shows at
+    once, and similar lengths share a batch, so little compute goes to padding.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        longest = lengths[current[0]] if current else lengths[i]
+        if current and (len(current) + 1) * longest > token_budget:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def pad_batch(
+    sequences: Sequence[Sequence[int]], pad_id: int, side: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad token-id lists into (input_ids, attention_mask) on the given side."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        span = slice(width - len(seq), width) if side == "left" else slice(0, len(seq))
+        ids[row, span] = torch.as_tensor(seq, dtype=torch.long)
+        mask[row, span] = 1
+    return ids, mask
+
+
+def last_token_index(mask: torch.Tensor) -> torch.Tensor:
+    """Position of the last real token of each row, whichever side was padded."""
+    width = mask.shape[1]
+    return width - 1 - torch.flip(mask, dims=[1]).argmax(dim=1)
+
+
+class LayerTap:
+    """Hooks that capture the last-token output of chosen blocks and stop after the deepest."""
+
+    def __init__(self, model: nn.Module, layers: Sequence[int]):
+        self.blocks = decoder_layers(model)
+        self.layers = sorted(layers)
+        self.deepest = self.layers[-1]
+        self.positions: torch.Tensor | None = None
+        self.captured: dict[int, torch.Tensor] = {}
+        self._handles: list = []
+
+    def __enter__(self) -> LayerTap:
+        for i in self.layers:
+            self._handles.append(self.blocks[i].register_forward_hook(self._hook(i)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _hook(self, layer: int) -> Callable:
+        def hook(module, args, output):
+            hidden = output[0] if isinstance(output, tuple) else output
+            rows = torch.arange(hidden.shape[0], device=hidden.device)
+            self.captured[layer] = hidden[rows, self.positions.to(hidden.device)].detach()
+            if layer == self.deepest:
+                raise _StopForward
+
+        return hook
+
+    @torch.inference_mode()
+    def run(
+        self, model: nn.Module, ids: torch.Tensor, mask: torch.Tensor
+    ) -> dict[int, torch.Tensor]:
+        """One forward pass; returns layer -> [batch, hidden] last-token activations."""
+        self.captured = {}
+        self.positions = last_token_index(mask)
+        # Positions count real tokens only, so left padding does not shift RoPE positions.
+        position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        with contextlib.suppress(_StopForward):
+            model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=False)
+        missing = set(self.layers) - set(self.captured)
+        if missing:
+            raise RuntimeError(f"forward pass never reached layers {sorted(missing)}")
+        return self.captured
+
+
+@dataclass
+class BatchResult:
+    rows: list[int]  # indices into the dataset's rows
+    activations: dict[int, torch.Tensor]  # layer -> [len(rows), hidden], on CPU
+
+
+def is_oom(err: BaseException) -> bool:
+    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
+
+
+@dataclass
+class Extractor:
+    """Runs batches through `model` and yields last-token activations of `layers`.
+
+    On CUDA out-of-memory the token budget halves and the failed batch is split and
+    retried; later batches larger than the new budget are split too.
+    """
+
+    model: nn.Module
+    layers: Sequence[int]
+    pad_id: int
+    token_budget: int
+    padding_side: str = "left"
+    input_device: torch.device | str = "cpu"
+    progress: bool = True
+
+    def run(
+        self,
+        token_ids: Sequence[Sequence[int]],
+        batches: Sequence[list[int]],
+        row_names: Sequence[str] | None = None,
+        context: str = "",
+    ) -> Iterator[BatchResult]:
+        """Yield each batch of `batches` (lists of indices into `token_ids`) once finished."""
+        # Softmax underflow yields subnormal floats, which slow CPU math ~20x; flushing them
+        # to zero changes values below 1e-38 only. Restored to torch's default afterwards.
+        torch.set_flush_denormal(True)
+        try:
+            with LayerTap(self.model, self.layers) as tap:
+                yield from self._run(tap, token_ids, list(batches), row_names, context)
+        finally:
+            torch.set_flush_denormal(False)
+
+    def _run(self, tap, token_ids, pending, row_names, context) -> Iterator[BatchResult]:
+        bar = tqdm(
+            total=sum(len(b) for b in pending),
+            unit="row",
+            disable=not self.progress,
+            desc=context or "extract",
+            mininterval=2.0,
+        )
+        seen_tokens, start = 0, time.perf_counter()
+        while pending:
+            batch = pending.pop(0)
+            width = max(len(token_ids[i]) for i in batch)
+            if len(batch) > 1 and len(batch) * width > self.token_budget:
+                pending[:0] = plan_subbatches(batch, token_ids, self.token_budget)
+                continue
+            ids, mask = pad_batch([token_ids[i] for i in batch], self.pad_id, self.padding_side)
+            try:
+                out = tap.run(self.model, ids.to(self.input_device), mask.to(self.input_device))
+            except Exception as err:
+                if not is_oom(err) or len(batch) == 1:
+                    raise
+                torch.cuda.empty_cache()
+                self.token_budget = max(1, self.token_budget // 2)
+                log.warning(
+                    "out of memory on %d rows; budget now %d", len(batch), self.token_budget
+                )
+                pending.insert(0, batch)
+                continue
+            cpu = {layer: t.to("cpu") for layer, t in out.items()}
+            check_finite(cpu, batch, row_names, context)
+            seen_tokens += int(mask.sum())
+            bar.update(len(batch))
+            bar.set_postfix(tok_s=f"{seen_tokens / (time.perf_counter() - start):.0f}")
+            yield BatchResult(batch, cpu)
+        bar.close()
+
+
+def plan_subbatches(batch: list[int], token_ids, token_budget: int) -> list[list[int]]:
+    sub = plan_batches([len(token_ids[i]) for i in batch], token_budget)
+    return [[batch[j] for j in b] for b in sub]
+
+
+def check_finite(
+    activations: dict[int, torch.Tensor], batch: Sequence[int], row_names, context: str
+) -> None:
+    """Raise, naming model/dataset, layer and row, if any activation is NaN or infinite."""
+    for layer, tensor in activations.items():
+        bad = ~torch.isfinite(tensor).all(dim=1)
+        if bad.any():
+            row = batch[int(bad.nonzero()[0])]
+            name = row_names[row] if row_names is not None else row
+            raise NonFiniteActivationError(
+                f"{context}: non-finite activation at layer {layer}, row {name!r}. Try "
+                f"model.dtype=fp32, or check the prompt of that row."
+            )
