@@ -135,7 +135,7 @@ class PartStore:
         for path in sorted(self.dir.glob("part-*.safetensors")):
             try:
                 with safe_open(str(path), framework="pt") as f:
-                    tensors = {k: f.get_tensor(k) for k in f}
+                    tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
                     digest = (f.metadata() or {}).get("digest")
                 if digest != tensor_digest(tensors) or set(tensors) != {"rows"} | {
                     f"layer.{i}" for i in layers

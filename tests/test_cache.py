@@ -1,0 +1,229 @@
+"""The activation cache: skip on a matching key, resume, damage detection, the read API."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from probegen import cache
+from probegen.datasets import Limits, SourceReader, build_rows
+from probegen.extract import ExtractOptions, extract
+from probegen.extraction import LayerTap
+from probegen.models import ModelSpec
+
+REPO = Path(__file__).resolve().parents[1]
+
+SPEC = ModelSpec.from_values("tiny", device="cpu")
+LIMITS = Limits(train=40, train_hparams=20, validation=20)
+DATASETS = ["synthetic_capitals", "got_larger_than"]
+# A small budget makes many batches, so interruption and resumption have something to skip.
+OPTIONS = ExtractOptions(layers="all", batch_tokens=256, progress=False)
+
+
+def run(cache_dir: Path, datasets=DATASETS, options=OPTIONS) -> dict[str, str]:
+    return extract(SPEC, datasets, cache_dir, LIMITS, SourceReader(), options)
+
+
+def tensors(cache_dir: Path, dataset: str) -> dict[str, torch.Tensor]:
+    return load_file(cache.dataset_dir(cache_dir, "tiny", dataset) / cache.ACTIVATIONS)
+
+
+@pytest.fixture
+def counted_forwards(monkeypatch):
+    calls = []
+    original = LayerTap.run
+
+    def spy(self, model, ids, mask):
+        calls.append(ids.shape[0])
+        return original(self, model, ids, mask)
+
+    monkeypatch.setattr(LayerTap, "run", spy)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """An uninterrupted run to compare against."""
+    root = tmp_path_factory.mktemp("reference")
+    assert run(root) == {d: "extracted" for d in DATASETS}
+    return root
+
+
+def test_layout_and_read_api(reference):
+    directory = cache.dataset_dir(reference, "tiny", "got_larger_than")
+    assert {p.name for p in directory.iterdir()} == {cache.ACTIVATIONS, cache.ROWS, cache.MANIFEST}
+    manifest = json.loads((directory / cache.MANIFEST).read_text())
+    assert manifest["complete"] and manifest["layers"] == [0, 1, 2, 3]
+    assert manifest["model"]["source"] == "tiny-qwen3-v1" and manifest["token_position"] == "last"
+    rows = build_rows("got_larger_than", SourceReader(), LIMITS)
+    assert manifest["n_rows"] == len(rows)
+    acts = cache.load_activations(reference, "tiny", "got_larger_than", 3)
+    assert acts.X.dtype == np.float32 and acts.X.shape == (len(rows), 64)
+    np.testing.assert_array_equal(acts.row_ids, rows["row_id"].to_numpy(dtype=object))
+    np.testing.assert_array_equal(acts.labels, rows["label"].to_numpy())
+    np.testing.assert_array_equal(acts.groups, rows["group_id"].to_numpy(dtype=object))
+    train = acts.split("train")
+    assert set(train.splits) == {"train"} and len(train.X) == (rows["split"] == "train").sum()
+    assert cache.cached_datasets(reference, "tiny") == sorted(DATASETS)
+    with pytest.raises(cache.CacheError, match="layer 7 not cached"):
+        cache.CachedDataset(reference, "tiny", "got_larger_than").layer(7)
+
+
+def test_missing_dataset_names_the_extract_command(tmp_path):
+    with pytest.raises(cache.CacheError, match=r"python -m probegen.extract model=tiny dataset=imdb"):
+        cache.load_activations(tmp_path, "tiny", "imdb", 1)
+
+
+def test_same_key_does_no_model_work(reference, monkeypatch):
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model must not be loaded for a cached dataset")
+
+    monkeypatch.setattr("probegen.extract.load_model", no_model)
+    monkeypatch.setattr("probegen.extract.load_tokenizer", no_model)
+    assert run(reference) == {d: "cached" for d in DATASETS}
+
+
+def test_changed_limits_change_the_key(reference, tmp_path):
+    other = extract(SPEC, ["got_larger_than"], tmp_path, Limits(5, 5, 5), SourceReader(), OPTIONS)
+    assert other == {"got_larger_than": "extracted"}
+    a = json.loads((cache.dataset_dir(tmp_path, "tiny", "got_larger_than") / "manifest.json")
+                   .read_text())
+    b = json.loads((cache.dataset_dir(reference, "tiny", "got_larger_than") / "manifest.json")
+                   .read_text())
+    assert a["key"] != b["key"]
+
+
+def test_bf16_cache_reads_as_float32(tmp_path):
+    spec = ModelSpec.from_values("tiny", dtype="bf16", device="cpu")
+    extract(spec, ["synthetic_capitals"], tmp_path, Limits(5, 5, 5), SourceReader(), OPTIONS)
+    stored = tensors(tmp_path, "synthetic_capitals")["layer.1"]
+    assert stored.dtype == torch.bfloat16
+    assert cache.load_activations(tmp_path, "tiny", "synthetic_capitals", 1).X.dtype == np.float32
+
+
+def test_resume_after_interruption_recomputes_nothing_finished(
+    reference, tmp_path, monkeypatch, counted_forwards
+):
+    original = cache.PartStore.write
+    written = []
+
+    def crash_after_three(self, rows, activations):
+        if len(written) == 3:
+            raise KeyboardInterrupt  # as if the job were killed between batches
+        written.append(list(rows))
+        original(self, rows, activations)
+
+    monkeypatch.setattr(cache.PartStore, "write", crash_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, ["got_larger_than"])
+    first_run_batches = len(counted_forwards)
+    assert first_run_batches == 4  # three saved, the fourth computed but lost
+    monkeypatch.setattr(cache.PartStore, "write", original)
+    counted_forwards.clear()
+    run(tmp_path, ["got_larger_than"])
+    full = [len(b) for b in plan_for(tmp_path)]
+    assert len(counted_forwards) == len(full) - 3
+    assert_same(tmp_path, reference, "got_larger_than")
+    directory = cache.dataset_dir(tmp_path, "tiny", "got_larger_than")
+    assert not (directory / cache.PARTS).exists()
+
+
+def plan_for(cache_dir):
+    from probegen.extraction import plan_batches
+    from probegen.models import tiny_tokenizer
+
+    rows = build_rows("got_larger_than", SourceReader(), LIMITS)
+    lengths = [len(t) for t in tiny_tokenizer()(list(rows["text"]))["input_ids"]]
+    return plan_batches(lengths, OPTIONS.batch_tokens)
+
+
+def assert_same(a: Path, b: Path, dataset: str) -> None:
+    ta, tb = tensors(a, dataset), tensors(b, dataset)
+    assert ta.keys() == tb.keys()
+    for k in ta:
+        assert torch.equal(ta[k], tb[k]), k
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_damaged_final_file_is_detected_and_redone(reference, tmp_path, damage, counted_forwards):
+    run(tmp_path, ["synthetic_capitals"])
+    path = cache.dataset_dir(tmp_path, "tiny", "synthetic_capitals") / cache.ACTIVATIONS
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+        with pytest.raises(cache.CacheError, match="truncated"):
+            cache.load_activations(tmp_path, "tiny", "synthetic_capitals", 1)
+    else:
+        data[-100] ^= 0xFF  # a flipped bit inside the tensor data: same size, other bytes
+        path.write_bytes(bytes(data))
+    counted_forwards.clear()
+    assert run(tmp_path, ["synthetic_capitals"]) == {"synthetic_capitals": "extracted"}
+    assert counted_forwards  # the model ran again
+    assert_same(tmp_path, reference, "synthetic_capitals")
+
+
+def test_damaged_part_is_recomputed(reference, tmp_path, monkeypatch, counted_forwards):
+    original = cache.PartStore.write
+    written = []
+
+    def crash_after_five(self, rows, activations):
+        if len(written) == 5:
+            raise KeyboardInterrupt
+        written.append(list(rows))
+        original(self, rows, activations)
+
+    monkeypatch.setattr(cache.PartStore, "write", crash_after_five)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, ["got_larger_than"])
+    monkeypatch.setattr(cache.PartStore, "write", original)
+    parts = sorted((cache.dataset_dir(tmp_path, "tiny", "got_larger_than") / cache.PARTS)
+                   .glob("part-*.safetensors"))
+    assert len(parts) == 5
+    blob = bytearray(parts[0].read_bytes())
+    blob[-8] ^= 0xFF
+    parts[0].write_bytes(bytes(blob))
+    parts[1].write_bytes(parts[1].read_bytes()[:50])  # truncated
+    counted_forwards.clear()
+    run(tmp_path, ["got_larger_than"])
+    assert len(counted_forwards) == len(plan_for(tmp_path)) - 3
+    assert_same(tmp_path, reference, "got_larger_than")
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_matches_uninterrupted(tmp_path):
+    """A real SIGKILL in the middle of extraction; the second run finishes the rest."""
+
+    def cmd(cache_dir: Path) -> list[str]:
+        return [
+            sys.executable, "-m", "probegen.extract", "model=tiny",
+            "dataset=synthetic_arithmetic", f"cache_dir={cache_dir}",
+            f"hydra.run.dir={tmp_path / 'out'}", "batch_tokens=40", "layers=all", "progress=false",
+            "limits.train=120", "limits.train_hparams=40", "limits.validation=40",
+        ]
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    parts_dir = cache.dataset_dir(tmp_path / "cache", "tiny", "synthetic_arithmetic") / cache.PARTS
+    proc = subprocess.Popen(cmd(tmp_path / "cache"), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(parts_dir.glob("part-*"))) < 5:
+        assert proc.poll() is None, "extraction finished before it could be killed"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(parts_dir.glob("part-*.safetensors")))
+    assert done_before >= 5
+    subprocess.run(cmd(tmp_path / "cache"), cwd=REPO, env=env, check=True, capture_output=True)
+    assert not parts_dir.exists()
+    subprocess.run(cmd(tmp_path / "again"), cwd=REPO, env=env, check=True, capture_output=True)
+    assert_same(tmp_path / "cache", tmp_path / "again", "synthetic_arithmetic")
