@@ -80,7 +80,7 @@ def test_layout_and_read_api(reference):
 
 
 def test_missing_dataset_names_the_extract_command(tmp_path):
-    with pytest.raises(cache.CacheError, match=r"python -m probegen.extract model=tiny dataset=imdb"):
+    with pytest.raises(cache.CacheError, match=r"probegen.extract model=tiny dataset=imdb"):
         cache.load_activations(tmp_path, "tiny", "imdb", 1)
 
 
@@ -96,10 +96,12 @@ def test_same_key_does_no_model_work(reference, monkeypatch):
 def test_changed_limits_change_the_key(reference, tmp_path):
     other = extract(SPEC, ["got_larger_than"], tmp_path, Limits(5, 5, 5), SourceReader(), OPTIONS)
     assert other == {"got_larger_than": "extracted"}
-    a = json.loads((cache.dataset_dir(tmp_path, "tiny", "got_larger_than") / "manifest.json")
-                   .read_text())
-    b = json.loads((cache.dataset_dir(reference, "tiny", "got_larger_than") / "manifest.json")
-                   .read_text())
+    a = json.loads(
+        (cache.dataset_dir(tmp_path, "tiny", "got_larger_than") / "manifest.json").read_text()
+    )
+    b = json.loads(
+        (cache.dataset_dir(reference, "tiny", "got_larger_than") / "manifest.json").read_text()
+    )
     assert a["key"] != b["key"]
 
 
@@ -186,8 +188,11 @@ def test_damaged_part_is_recomputed(reference, tmp_path, monkeypatch, counted_fo
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path, ["got_larger_than"])
     monkeypatch.setattr(cache.PartStore, "write", original)
-    parts = sorted((cache.dataset_dir(tmp_path, "tiny", "got_larger_than") / cache.PARTS)
-                   .glob("part-*.safetensors"))
+    parts = sorted(
+        (cache.dataset_dir(tmp_path, "tiny", "got_larger_than") / cache.PARTS).glob(
+            "part-*.safetensors"
+        )
+    )
     assert len(parts) == 5
     blob = bytearray(parts[0].read_bytes())
     blob[-8] ^= 0xFF
@@ -205,16 +210,30 @@ def test_kill_9_then_resume_matches_uninterrupted(tmp_path):
 
     def cmd(cache_dir: Path) -> list[str]:
         return [
-            sys.executable, "-m", "probegen.extract", "model=tiny",
-            "dataset=synthetic_arithmetic", f"cache_dir={cache_dir}",
-            f"hydra.run.dir={tmp_path / 'out'}", "batch_tokens=40", "layers=all", "progress=false",
-            "limits.train=120", "limits.train_hparams=40", "limits.validation=40",
+            sys.executable,
+            "-m",
+            "probegen.extract",
+            "model=tiny",
+            "dataset=synthetic_arithmetic",
+            f"cache_dir={cache_dir}",
+            f"hydra.run.dir={tmp_path / 'out'}",
+            "batch_tokens=40",
+            "layers=all",
+            "progress=false",
+            "limits.train=120",
+            "limits.train_hparams=40",
+            "limits.validation=40",
         ]
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     parts_dir = cache.dataset_dir(tmp_path / "cache", "tiny", "synthetic_arithmetic") / cache.PARTS
-    proc = subprocess.Popen(cmd(tmp_path / "cache"), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd(tmp_path / "cache"),
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and len(list(parts_dir.glob("part-*"))) < 5:
         assert proc.poll() is None, "extraction finished before it could be killed"

@@ -69,8 +69,9 @@ def test_batched_equals_one_prompt_at_a_time(tiny, side):
     single = {}
     for r, seq in enumerate(ids):
         single[r] = run_all(tiny.model, [seq], [[0]], layers)[0]
-    batched = run_all(tiny.model, ids, plan_batches([len(s) for s in ids], 10**6), layers,
-                      padding_side=side)
+    batched = run_all(
+        tiny.model, ids, plan_batches([len(s) for s in ids], 10**6), layers, padding_side=side
+    )
     assert len(plan_batches([len(s) for s in ids], 10**6)) == 1  # really one padded batch
     for r in range(len(ids)):
         for i in layers:
@@ -89,8 +90,9 @@ def test_layer_i_is_hidden_states_i_plus_1(tiny):
 def test_forward_stops_after_deepest_layer(tiny):
     calls = []
     blocks = decoder_layers(tiny.model)
-    hooks = [b.register_forward_hook(lambda m, a, o, i=i: calls.append(i)) for i, b in
-             enumerate(blocks)]
+    hooks = [
+        b.register_forward_hook(lambda m, a, o, i=i: calls.append(i)) for i, b in enumerate(blocks)
+    ]
     hooks.append(tiny.model.model.norm.register_forward_hook(lambda *a: calls.append("norm")))
     hooks.append(tiny.model.lm_head.register_forward_hook(lambda *a: calls.append("lm_head")))
     try:
