@@ -50,9 +50,14 @@ def count_layers(spec: ModelSpec) -> int:
         return gguf_block_count(gguf_path())
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(
-        spec.path or spec.hf_id, revision=spec.revision, trust_remote_code=False
-    )
+    source = spec.path or spec.hf_id
+    try:
+        config = AutoConfig.from_pretrained(source, revision=spec.revision, trust_remote_code=False)
+    except OSError as err:
+        raise RuntimeError(
+            f"model {spec.name!r}: cannot read the config of {source} ({err}). Check the hub "
+            f"id / path and the network (HF_HUB_OFFLINE), or pass model.path=/local/dir."
+        ) from err
     config = getattr(config, "text_config", config)
     return int(config.num_hidden_layers)
 

