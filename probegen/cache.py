@@ -9,6 +9,7 @@ The manifest is written last: a folder without a matching, verified manifest is 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -75,13 +76,13 @@ def manifest_key(fields: dict) -> str:
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
     tmp.write_bytes(data)
     os.replace(tmp, path)
 
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
     os.replace(tmp, path)
 
@@ -109,61 +110,118 @@ def is_complete(directory: Path, key: str) -> bool:
     return True
 
 
+class ExtractionLock:
+    """An exclusive lock on one dataset folder while it is being extracted.
+
+    flock is released by the kernel when the process dies, even by kill -9, so a crashed
+    job never leaves a stale lock behind.
+    """
+
+    def __init__(self, directory: Path):
+        self.path = directory / ".lock"
+        self._file = None
+
+    def __enter__(self) -> ExtractionLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "w")  # noqa: SIM115 (held until __exit__)
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            self._file.close()
+            raise CacheError(
+                f"another job is extracting into {self.path.parent}; wait for it to finish "
+                f"(two jobs on the same model and dataset would duplicate the work)"
+            ) from err
+        return self
+
+    def __exit__(self, *exc) -> None:
+        fcntl.flock(self._file, fcntl.LOCK_UN)
+        self._file.close()
+
+
+def remove_leftovers_tmp(directory: Path) -> None:
+    """Temporary files of writes that a killed run never finished."""
+    for tmp in [*directory.glob("*.tmp.*"), *directory.glob(f"{PARTS}/*.tmp.*")]:
+        tmp.unlink(missing_ok=True)
+
+
+def remove_leftovers(directory: Path) -> None:
+    """Temporary files, and the parts of an extraction that has finished."""
+    remove_leftovers_tmp(directory)
+    shutil.rmtree(directory / PARTS, ignore_errors=True)
+
+
+class ActivationStore:
+    """The activations of one dataset being assembled: one preallocated [n_rows, hidden]
+    tensor per layer in the cache dtype, and which rows are filled."""
+
+    def __init__(self, n_rows: int, layers: Sequence[int], dtype: torch.dtype):
+        self.n_rows, self.layers, self.dtype = n_rows, list(layers), dtype
+        self.tensors: dict[int, torch.Tensor] = {}
+        self.filled = np.zeros(n_rows, dtype=bool)
+
+    def put(self, rows: Sequence[int], activations: dict[int, torch.Tensor]) -> None:
+        index = torch.as_tensor(list(rows), dtype=torch.long)
+        for i in self.layers:
+            batch = activations[i]
+            if i not in self.tensors:
+                self.tensors[i] = torch.zeros(self.n_rows, batch.shape[-1], dtype=self.dtype)
+            self.tensors[i][index] = batch.to(self.dtype)
+        self.filled[list(rows)] = True
+
+    @property
+    def done(self) -> set[int]:
+        return set(np.flatnonzero(self.filled).tolist())
+
+
 class PartStore:
-    """Finished batches of an unfinished extraction, one safetensors file per batch."""
+    """Finished batches of an unfinished extraction, one safetensors file per batch.
+
+    Every part carries the manifest key and a digest of its tensors, so parts of another
+    configuration or damaged parts are never used.
+    """
 
     def __init__(self, directory: Path, key: str):
         self.dir = directory / PARTS
         self.key = key
-        stamp = self.dir / "key"
-        if self.dir.exists() and (not stamp.is_file() or stamp.read_text() != key):
-            log.info("%s: parts of an older configuration; discarding them", self.dir)
-            shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        if not stamp.is_file():
-            _atomic_write_bytes(stamp, key.encode())
 
     def write(self, rows: Sequence[int], activations: dict[int, torch.Tensor]) -> None:
         tensors = {f"layer.{i}": t for i, t in activations.items()}
         tensors["rows"] = torch.as_tensor(list(rows), dtype=torch.int64)
         name = f"part-{min(rows):08d}-{len(rows):05d}.safetensors"
-        _save_tensors(self.dir / name, tensors, {"digest": tensor_digest(tensors)})
+        _save_tensors(self.dir / name, tensors, {"digest": tensor_digest(tensors), "key": self.key})
 
-    def load(self, layers: Sequence[int]) -> dict[int, dict[int, torch.Tensor]]:
-        """row -> layer -> activation for every intact part; damaged parts are deleted."""
-        done: dict[int, dict[int, torch.Tensor]] = {}
+    def load_into(self, store: ActivationStore) -> None:
+        """Fill `store` from every intact part of this key; other parts are deleted."""
+        expected = {"rows"} | {f"layer.{i}" for i in store.layers}
         for path in sorted(self.dir.glob("part-*.safetensors")):
             try:
                 with safe_open(str(path), framework="pt") as f:
+                    metadata = f.metadata() or {}
+                    if metadata.get("key") != self.key:
+                        raise ValueError("written for another configuration")
                     tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-                    digest = (f.metadata() or {}).get("digest")
-                if digest != tensor_digest(tensors) or set(tensors) != {"rows"} | {
-                    f"layer.{i}" for i in layers
-                }:
+                if set(tensors) != expected or metadata.get("digest") != tensor_digest(tensors):
                     raise ValueError("digest or tensor names do not match")
-            except Exception as err:  # any unreadable part is simply recomputed
-                log.warning("%s: damaged part (%s); recomputing its batch", path, err)
+            except Exception as err:  # any unusable part is simply recomputed
+                log.warning("%s: unusable part (%s); recomputing its batch", path, err)
                 path.unlink(missing_ok=True)
                 continue
-            for j, row in enumerate(tensors["rows"].tolist()):
-                done[row] = {i: tensors[f"layer.{i}"][j] for i in layers}
-        return done
-
-    def remove(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
+            store.put(tensors["rows"].tolist(), {i: tensors[f"layer.{i}"] for i in store.layers})
 
 
 def write_dataset(
-    directory: Path,
-    rows: pd.DataFrame,
-    per_row: dict[int, dict[int, torch.Tensor]],
-    layers: Sequence[int],
-    manifest: dict,
+    directory: Path, rows: pd.DataFrame, store: ActivationStore, manifest: dict
 ) -> None:
-    """Assemble the final files from per-row activations; the manifest goes last."""
-    tensors = {f"layer.{i}": torch.stack([per_row[r][i] for r in range(len(rows))]) for i in layers}
+    """Write the final files; the old manifest goes first and the new one last, so a crash
+    in between leaves a folder that is visibly unfinished."""
+    if not store.filled.all():
+        raise RuntimeError(f"{directory}: {int((~store.filled).sum())} rows were never extracted")
+    (directory / MANIFEST).unlink(missing_ok=True)
+    tensors = {f"layer.{i}": store.tensors[i] for i in store.layers}
     _save_tensors(directory / ACTIVATIONS, tensors, {"format_version": str(FORMAT_VERSION)})
-    tmp = directory / (ROWS + ".tmp")
+    tmp = directory / f"{ROWS}.tmp.{os.getpid()}"
     rows.to_parquet(tmp, index=False)
     os.replace(tmp, directory / ROWS)
     files = {
@@ -210,9 +268,13 @@ class CachedDataset:
                 f"{self.dir}; run: python -m probegen.extract model={model} dataset={dataset} "
                 f"cache_dir={cache_dir}"
             )
-        expected = self.manifest["files"][ACTIVATIONS]["size"]
-        if (self.dir / ACTIVATIONS).stat().st_size != expected:
-            raise CacheError(f"{self.dir / ACTIVATIONS} is truncated; re-run the extract command")
+        for name, recorded in self.manifest["files"].items():
+            path = self.dir / name
+            if not path.is_file() or path.stat().st_size != recorded["size"]:
+                raise CacheError(
+                    f"{path} is missing or truncated; re-run: python -m probegen.extract "
+                    f"model={model} dataset={dataset} cache_dir={cache_dir}"
+                )
         self.layers: list[int] = list(self.manifest["layers"])
         self.rows = pd.read_parquet(self.dir / ROWS)
 

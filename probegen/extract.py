@@ -7,6 +7,7 @@ no model work and interrupted runs resume where they stopped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -82,7 +83,7 @@ def extract(
             "model": spec.identity(),
             "dataset": dataset,
             "fingerprint": cache.rows_fingerprint(rows),
-            "template_hash": cache.rows_fingerprint(rows[["text"]]),
+            "cache_dtype": str(spec.cache_dtype()).removeprefix("torch."),
             "limits": asdict(limits),
             "layers": layers,
             "token_position": TOKEN_POSITION,
@@ -92,6 +93,8 @@ def extract(
         directory = cache.dataset_dir(cache_dir, spec.name, dataset)
         if cache.is_complete(directory, manifest["key"]):
             log.info("%s/%s: cached with the same key; nothing to do", spec.name, dataset)
+            with contextlib.suppress(cache.CacheError), cache.ExtractionLock(directory):
+                cache.remove_leftovers(directory)  # only when no other job is writing here
             status[dataset] = "cached"
         else:
             todo.append((dataset, rows, manifest))
@@ -114,21 +117,26 @@ def run_model(
     options: ExtractOptions,
 ) -> None:
     """Extract one dataset, resuming from any finished batches of an earlier run."""
+    directory = cache.dataset_dir(cache_dir, loaded.spec.name, dataset)
+    with cache.ExtractionLock(directory):
+        _run_model_locked(loaded, dataset, rows, manifest, directory, layers, options)
+
+
+def _run_model_locked(loaded, dataset, rows, manifest, directory, layers, options) -> None:
     spec, tokenizer = loaded.spec, loaded.tokenizer
-    directory = cache.dataset_dir(cache_dir, spec.name, dataset)
-    directory.mkdir(parents=True, exist_ok=True)
+    cache.remove_leftovers_tmp(directory)
     token_ids = tokenizer(list(rows["text"]), add_special_tokens=True)["input_ids"]
     rows = rows.assign(n_tokens=[len(t) for t in token_ids])
+    store = cache.ActivationStore(len(rows), layers, spec.cache_dtype())
     parts = cache.PartStore(directory, manifest["key"])
-    done = parts.load(layers)
+    parts.load_into(store)
+    done = store.done
     budget = options.batch_tokens or (16384 if loaded.device.type == "cuda" else 4096)
     plan = plan_batches(rows["n_tokens"].tolist(), budget)
     pending = [[r for r in batch if r not in done] for batch in plan]
     pending = [b for b in pending if b]
     if done:
-        log.info(
-            "%s/%s: resuming, %d of %d rows already done", spec.name, dataset, len(done), len(rows)
-        )
+        log.info("%s/%s: resuming, %d of %d rows done", spec.name, dataset, len(done), len(rows))
     start = time.perf_counter()
     extractor = Extractor(
         loaded.model,
@@ -141,11 +149,11 @@ def run_model(
     )
     names = rows["row_id"].tolist()
     for result in extractor.run(token_ids, pending, names, f"{spec.name}/{dataset}"):
-        parts.write(result.rows, result.activations)
-        for j, row in enumerate(result.rows):
-            done[row] = {i: result.activations[i][j] for i in layers}
-    cache.write_dataset(directory, rows, done, layers, manifest)
-    parts.remove()
+        stored = {i: t.to(store.dtype) for i, t in result.activations.items()}
+        parts.write(result.rows, stored)
+        store.put(result.rows, stored)
+    cache.write_dataset(directory, rows, store, manifest)
+    cache.remove_leftovers(directory)
     log.info(
         "%s/%s: %d rows, %d layers cached in %.1fs",
         spec.name,

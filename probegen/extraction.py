@@ -55,6 +55,10 @@ def resolve_layers(selection: str | int | Sequence[int], n_layers: int) -> list[
         return default_layers(n_layers)
     if selection == "all":
         return list(range(n_layers))
+    if isinstance(selection, str):
+        if not selection.lstrip("-").isdigit():
+            raise ValueError(f"layers={selection!r}: use default, all, an int or a list of ints")
+        selection = int(selection)
     layers = [selection] if isinstance(selection, int) else [int(x) for x in selection]
     bad = [i for i in layers if not 0 <= i < n_layers]
     if bad:
@@ -157,7 +161,7 @@ class BatchResult:
 
 
 def is_oom(err: BaseException) -> bool:
-    return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
+    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
 
 
 @dataclass
@@ -214,6 +218,8 @@ class Extractor:
             except Exception as err:
                 if not is_oom(err) or len(batch) == 1:
                     raise
+                out = None
+            if out is None:  # outside `except`, so the failed pass's tensors can be freed
                 torch.cuda.empty_cache()
                 self.token_budget = max(1, self.token_budget // 2)
                 log.warning(

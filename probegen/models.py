@@ -82,12 +82,21 @@ class ModelSpec:
             raise ValueError(f"model.dtype={self.dtype!r}: use one of auto, {', '.join(DTYPES)}")
         return DTYPES[self.dtype]
 
+    def cache_dtype(self) -> torch.dtype:
+        """DESIGN §5: the cache holds bf16 unless model.dtype asks for another dtype."""
+        return torch.bfloat16 if self.dtype == "auto" else self.resolved_dtype()
+
     def identity(self) -> dict:
         """What the activations depend on: enters the cache key."""
-        source = {"hub": self.hf_id, "gguf": gguf_path().name, "tiny": "tiny-qwen3-v1"}[self.loader]
+        if self.path:
+            source = str(Path(self.path).resolve())
+        elif self.loader == "gguf":
+            source = gguf_path().name
+        else:
+            source = self.hf_id if self.loader == "hub" else "tiny-qwen3-v1"
         return {
             "name": self.name,
-            "source": str(Path(self.path).resolve()) if self.path else source,
+            "source": source,
             "revision": self.revision,
             "dtype": str(self.resolved_dtype()).removeprefix("torch."),
         }
@@ -152,7 +161,7 @@ def load_model(spec: ModelSpec, tokenizer=None) -> LoadedModel:
     tokenizer = tokenizer or load_tokenizer(spec)
     device, dtype = spec.resolved_device(), spec.resolved_dtype()
     if spec.loader == "tiny":
-        model = tiny_model(vocab_size=len(tokenizer)).to(dtype)
+        model = tiny_model(vocab_size=len(tokenizer))
     else:
         kwargs: dict = {"dtype": dtype, "trust_remote_code": False}
         if spec.loader == "gguf":
@@ -160,9 +169,11 @@ def load_model(spec: ModelSpec, tokenizer=None) -> LoadedModel:
             source, kwargs["gguf_file"] = str(path.parent), path.name
         else:
             source, kwargs["revision"] = spec.path or spec.hf_id, spec.revision
-        # Larger than one GPU: let accelerate spread the layers over every visible GPU.
-        if device == "cuda" and spec.device == "auto" and torch.cuda.device_count() > 1:
-            kwargs["device_map"] = "auto"
+        if spec.loader == "hub":
+            # Load straight onto the device (no full copy in CPU RAM first); with several
+            # GPUs and model.device=auto, accelerate spreads the blocks over all of them.
+            multi = device == "cuda" and spec.device == "auto" and torch.cuda.device_count() > 1
+            kwargs["device_map"] = "auto" if multi else {"": device}
         try:
             model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
         except OSError as err:
@@ -170,9 +181,8 @@ def load_model(spec: ModelSpec, tokenizer=None) -> LoadedModel:
                 f"model {spec.name!r}: cannot load {source} ({err}). Check the hub id / path, "
                 f"the network (HF_HUB_OFFLINE) or pass model.path=/local/dir."
             ) from err
-        model = model.to(dtype)
-    if getattr(model, "hf_device_map", None) is None:
-        model = model.to(device)
+    if spec.loader != "hub":  # GGUF de-quantises to its own dtype; tiny is built on CPU
+        model = model.to(device=device, dtype=dtype)
     model.eval()
     input_device = model.get_input_embeddings().weight.device
     log.info("loaded %s (%s) on %s as %s", spec.name, spec.hf_id or spec.path, device, dtype)

@@ -61,7 +61,8 @@ def reference(tmp_path_factory) -> Path:
 
 def test_layout_and_read_api(reference):
     directory = cache.dataset_dir(reference, "tiny", "got_larger_than")
-    assert {p.name for p in directory.iterdir()} == {cache.ACTIVATIONS, cache.ROWS, cache.MANIFEST}
+    names = {p.name for p in directory.iterdir()}
+    assert names == {cache.ACTIVATIONS, cache.ROWS, cache.MANIFEST, ".lock"}  # .lock: empty
     manifest = json.loads((directory / cache.MANIFEST).read_text())
     assert manifest["complete"] and manifest["layers"] == [0, 1, 2, 3]
     assert manifest["model"]["source"] == "tiny-qwen3-v1" and manifest["token_position"] == "last"
@@ -105,8 +106,8 @@ def test_changed_limits_change_the_key(reference, tmp_path):
     assert a["key"] != b["key"]
 
 
-def test_bf16_cache_reads_as_float32(tmp_path):
-    spec = ModelSpec.from_values("tiny", dtype="bf16", device="cpu")
+def test_default_cache_is_bf16_read_as_float32(tmp_path):
+    spec = ModelSpec.from_values("tiny", device="cpu")  # dtype=auto: fp32 compute, bf16 cache
     extract(spec, ["synthetic_capitals"], tmp_path, Limits(5, 5, 5), SourceReader(), OPTIONS)
     stored = tensors(tmp_path, "synthetic_capitals")["layer.1"]
     assert stored.dtype == torch.bfloat16
@@ -246,3 +247,52 @@ def test_kill_9_then_resume_matches_uninterrupted(tmp_path):
     assert not parts_dir.exists()
     subprocess.run(cmd(tmp_path / "again"), cwd=REPO, env=env, check=True, capture_output=True)
     assert_same(tmp_path / "cache", tmp_path / "again", "synthetic_arithmetic")
+
+
+def test_part_of_another_configuration_is_never_used(tmp_path, counted_forwards):
+    directory = cache.dataset_dir(tmp_path, "tiny", "synthetic_capitals")
+    foreign = cache.PartStore(directory, key="some-other-key")
+    foreign.write([0, 1], {i: torch.full((2, 64), 7.0) for i in range(4)})
+    run(tmp_path, ["synthetic_capitals"])
+    X = cache.load_activations(tmp_path, "tiny", "synthetic_capitals", 0).X
+    assert not (X[:2] == 7.0).all()
+    assert counted_forwards  # row 0 and 1 were computed, not taken from the foreign part
+
+
+def test_second_job_on_the_same_dataset_is_refused(tmp_path):
+    directory = cache.dataset_dir(tmp_path, "tiny", "synthetic_capitals")
+    with (
+        cache.ExtractionLock(directory),
+        pytest.raises(cache.CacheError, match="another job is extracting"),
+    ):
+        run(tmp_path, ["synthetic_capitals"])
+    assert run(tmp_path, ["synthetic_capitals"]) == {"synthetic_capitals": "extracted"}
+
+
+def test_crash_before_the_manifest_leaves_no_finished_dataset(reference, tmp_path, monkeypatch):
+    run(tmp_path, ["synthetic_capitals"])
+    original = cache._atomic_write_bytes
+
+    def fail_on_manifest(path, data):
+        if path.name == cache.MANIFEST:
+            raise KeyboardInterrupt
+        original(path, data)
+
+    monkeypatch.setattr(cache, "_atomic_write_bytes", fail_on_manifest)
+    with pytest.raises(KeyboardInterrupt):  # re-extraction under another key dies at the end
+        extract(SPEC, ["synthetic_capitals"], tmp_path, Limits(5, 5, 5), SourceReader(), OPTIONS)
+    with pytest.raises(cache.CacheError, match="no finished activations"):
+        cache.load_activations(tmp_path, "tiny", "synthetic_capitals", 1)
+    monkeypatch.setattr(cache, "_atomic_write_bytes", original)
+    assert run(tmp_path, ["synthetic_capitals"]) == {"synthetic_capitals": "extracted"}
+    assert_same(tmp_path, reference, "synthetic_capitals")
+
+
+def test_bf16_cache_is_close_to_fp32(tmp_path):
+    fp32 = ModelSpec.from_values("tiny", dtype="fp32", device="cpu")
+    extract(fp32, ["synthetic_capitals"], tmp_path / "a", Limits(5, 5, 5), SourceReader(), OPTIONS)
+    extract(SPEC, ["synthetic_capitals"], tmp_path / "b", Limits(5, 5, 5), SourceReader(), OPTIONS)
+    assert tensors(tmp_path / "a", "synthetic_capitals")["layer.2"].dtype == torch.float32
+    a = cache.load_activations(tmp_path / "a", "tiny", "synthetic_capitals", 2).X
+    b = cache.load_activations(tmp_path / "b", "tiny", "synthetic_capitals", 2).X
+    np.testing.assert_allclose(b, a, rtol=2e-2, atol=2e-2 * np.abs(a).max())

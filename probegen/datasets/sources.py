@@ -86,10 +86,6 @@ class SourceReader:
         self.data_dir = Path(data_dir) if data_dir else None
         self.got_cache = Path(got_cache or Path.home() / ".cache" / "probegen" / "got")
 
-    def describe(self) -> str:
-        """What the rows depend on besides the dataset id: enters the cache fingerprint."""
-        return f"data_dir={self.data_dir.resolve()}" if self.data_dir else "hub"
-
     def split(
         self, dataset: str, hub_id: str, config: str | None, split: str, required: Sequence[str]
     ) -> SourceSplit:
@@ -138,7 +134,7 @@ class SourceReader:
 
     def _download_got(self, dataset: str, name: str, path: Path) -> None:
         url = GOT_URL.format(commit=GOT_COMMIT, name=name)
-        if os.environ.get("HF_HUB_OFFLINE") == "1":
+        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
             raise DataSourceError(
                 f"dataset {dataset!r}: {path} is not cached and HF_HUB_OFFLINE=1 forbids "
                 f"downloading {url}; pass data_dir= with got/{name}.csv."
