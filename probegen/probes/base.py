@@ -1,0 +1,167 @@
+"""Shared pieces of the probes: errors, the estimator base class and linear-algebra helpers.
+
+Every probe is a linear score `X @ coef_ + intercept_` (DESIGN §6), so the job can batch
+many fitted probes into one matrix product. Fitting happens in torch on the CPU: torch's
+matrix-vector products are several times faster than numpy's here, and most probes are a
+handful of passes over X (n ~ 1e3 rows, d ~ 2.5e3 features), never a d x d matrix.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pandas as pd
+import torch
+
+
+class NeedsGroups(ValueError):
+    """A grouped probe (ccs, lr-g, pca-g) was given ungrouped data; the job skips the fit."""
+
+
+class OneClass(ValueError):
+    """A supervised probe got a training set whose labels are all equal; the job skips it."""
+
+
+class FitFailed(RuntimeError):
+    """The optimisation found no usable solution (e.g. CCS never converged); job: failed."""
+
+
+# Problems at most this big (n * d) use float64 throughout: cheap, and exact enough to
+# compare against reference implementations. Bigger ones stream X in float32, which halves
+# the memory traffic of every pass over X (the cost that dominates every fit).
+SMALL_PROBLEM = 1 << 20
+
+
+class BaseProbe:
+    """scikit-learn style estimator: hyperparameters are the `__init__` keyword arguments,
+    stored unchanged; `fit` sets `coef_` (float32 [d]) and `intercept_` (float)."""
+
+    name: str = ""
+    requires_groups: bool = False
+
+    def get_params(self, deep: bool = True) -> dict:
+        del deep  # no nested estimators
+        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
+        return {p: getattr(self, p) for p in names}
+
+    def set_params(self, **params) -> BaseProbe:
+        valid = self.get_params()
+        for key, value in params.items():
+            if key not in valid:
+                raise ValueError(
+                    f"{self.name}: unknown hyperparameter {key!r}; has {sorted(valid)}"
+                )
+            setattr(self, key, value)
+        return self
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    def fit(self, X, y, groups=None, answer_types=None) -> BaseProbe:
+        raise NotImplementedError
+
+    def decision_function(self, X, groups=None) -> np.ndarray:
+        """Linear scores. `groups` is accepted for API symmetry and ignored: within a group,
+        centring shifts all scores equally, so it cannot change a ranking (DESIGN §6)."""
+        del groups
+        if not hasattr(self, "coef_"):
+            raise RuntimeError(f"{self.name} probe is not fitted")
+        X = np.asarray(X)
+        dtype = np.float64 if X.dtype == np.float64 else np.float32
+        return X.astype(dtype, copy=False) @ self.coef_.astype(dtype) + dtype(self.intercept_)
+
+    # ---- helpers for subclasses -------------------------------------------------------------
+
+    def _set_direction(self, w, intercept: float = 0.0) -> None:
+        w = w.detach().cpu().numpy() if isinstance(w, torch.Tensor) else np.asarray(w)
+        if not np.all(np.isfinite(w)) or not np.isfinite(intercept):
+            raise FitFailed(f"{self.name}: fit produced a non-finite direction")
+        self.coef_ = w.astype(np.float32)
+        self.intercept_ = float(intercept)
+
+
+def as_tensor(X) -> torch.Tensor:
+    """X as a 2-d CPU tensor in the compute dtype (see SMALL_PROBLEM); rejects NaN/inf."""
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-d [n, d], got shape {X.shape}")
+    dtype = np.float64 if X.size <= SMALL_PROBLEM else np.float32
+    X = torch.from_numpy(np.ascontiguousarray(X, dtype=dtype))
+    if not bool(torch.isfinite(X).all()):
+        raise FitFailed("activations contain NaN or inf: the fit did not converge")
+    return X
+
+
+def labels(y, n: int) -> np.ndarray:
+    if y is None:
+        raise ValueError("this probe needs labels y")
+    y = np.asarray(y).astype(bool).reshape(-1)
+    if len(y) != n:
+        raise ValueError(f"y has {len(y)} entries for {n} rows")
+    return y
+
+
+def both_classes(y: np.ndarray, name: str) -> None:
+    if y.all() or not y.any():
+        raise OneClass(f"{name}: training labels are all {bool(y[0])}; needs true and false rows")
+
+
+def codes(ids, n: int, what: str) -> torch.Tensor:
+    """Integer codes 0..k-1 for hashable ids (group ids, answer types); missing = own code."""
+    ids = np.asarray(ids, dtype=object).reshape(-1)
+    if len(ids) != n:
+        raise ValueError(f"{what} has {len(ids)} entries for {n} rows")
+    return torch.from_numpy(pd.factorize(ids, use_na_sentinel=False)[0].astype(np.int64))
+
+
+def center_by(X: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
+    """Subtract from each row the mean of the rows sharing its code (a new tensor)."""
+    k = int(code.max()) + 1
+    sums = torch.zeros(k, X.shape[1], dtype=X.dtype).index_add_(0, code, X)
+    counts = torch.bincount(code, minlength=k).to(X.dtype)
+    return X - (sums / counts[:, None])[code]
+
+
+def orient(w: torch.Tensor, X: torch.Tensor, y) -> torch.Tensor:
+    """Sign convention for label-free probes: when labels are given (and both classes occur),
+    flip w so that true rows score at least as high as false rows on average. The original
+    study also calibrates sign with labels, and the eval stage can flip again (DESIGN §6)."""
+    if y is None:
+        return w
+    y = torch.from_numpy(np.asarray(y).astype(bool).reshape(-1))
+    if y.all() or not y.any():
+        return w
+    s = X @ w.to(X.dtype)
+    return -w if s[y].mean() < s[~y].mean() else w
+
+
+def top_subspace(A: torch.Tensor, k: int, seed: int = 0, block: int = 16, steps: int = 5):
+    """Top-k right singular vectors of A (n x d) as a float64 [d, k] matrix with orthonormal
+    columns, i.e. the first k principal components of the rows of A if A is centred.
+
+    Small problems: exact SVD. Large ones: randomized block Krylov (Musco & Musco 2015),
+    `steps` products with A^T A on a block of max(block, k) vectors, then Rayleigh-Ritz on
+    the whole Krylov space: ~2 * steps + 1 passes over A instead of an O(n d min(n, d)) SVD.
+    Blocks of 16+ vectors cost about as much per pass as a single vector (memory bound).
+    """
+    n, d = A.shape
+    block = max(block, k)
+    if min(n, d) <= 2 * block * steps:
+        return torch.linalg.svd(A.double(), full_matrices=False)[2][:k].T
+    g = torch.Generator().manual_seed(seed)
+    V = torch.linalg.qr(A.T @ torch.randn(n, block, generator=g, dtype=A.dtype))[0]
+    basis = [V]
+    for _ in range(steps - 1):
+        V = torch.linalg.qr(A.T @ (A @ V))[0]
+        basis.append(V)
+    Q = torch.linalg.qr(torch.cat(basis, dim=1).double())[0]
+    B = (A @ Q.to(A.dtype)).double()
+    return Q @ torch.linalg.svd(B, full_matrices=False)[2][:k].T
+
+
+def top_direction(A: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """First principal direction of the rows of (centred) A: unit norm, float64 [d]."""
+    w = top_subspace(A, 1, seed=seed)[:, 0]
+    return w / w.norm()

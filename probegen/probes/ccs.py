@@ -1,0 +1,174 @@
+"""Contrast-Consistent Search, Burns et al. 2022, "Discovering Latent Knowledge in Language
+Models Without Supervision" (arXiv:2212.03827)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from probegen.probes.base import (
+    BaseProbe,
+    FitFailed,
+    NeedsGroups,
+    as_tensor,
+    codes,
+    top_subspace,
+)
+
+
+def contrast_pairs(groups, y, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (first, second) of one contrast pair per group.
+
+    A group of exactly one true and one false row is that pair. Otherwise (multiple choice)
+    the pair is the group's first true row and its first false row in row order, as repeng
+    does; groups without both a true and a false row are dropped. With y=None only groups of
+    exactly two rows are used. Within a pair the rows keep their row order (not true-first):
+    the two "sides" x+ / x- must not encode the label, or per-side normalisation would
+    subtract the truth direction itself. For DLK data the first row is answer_type "0".
+    """
+    code = codes(groups, n, "groups").numpy()
+    first_true: dict[int, int] = {}
+    first_false: dict[int, int] = {}
+    rows: dict[int, list[int]] = {}
+    for i, g in enumerate(code.tolist()):
+        rows.setdefault(g, []).append(i)
+        if y is not None:
+            (first_true if y[i] else first_false).setdefault(g, i)
+    pairs = []
+    for g, members in rows.items():
+        if y is None:
+            if len(members) == 2:
+                pairs.append(members)
+        elif g in first_true and g in first_false:
+            pairs.append(sorted((first_true[g], first_false[g])))
+    if not pairs:
+        raise NeedsGroups("ccs needs grouped data with a true and a false row in some group")
+    pairs = np.array(pairs)
+    return pairs[:, 0], pairs[:, 1]
+
+
+def ccs_loss(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Burns et al. eq. 1-2 per column: consistency (p - (1 - q))^2 + confidence min(p, q)^2."""
+    return ((p - (1 - q)) ** 2).mean(0) + (torch.minimum(p, q) ** 2).mean(0)
+
+
+class CCSProbe(BaseProbe):
+    """CCS (Burns et al. 2022): a probe sigmoid(w.x + b) trained without labels so that the
+    two sides of each contrast pair get complementary probabilities (consistency) that are
+    far from 1/2 (confidence). Only y's use: picking the (true, false) pair of multiple-choice
+    groups (as repeng; see `contrast_pairs`) and the sign convention of `base.orient`.
+
+    Steps: each side is mean-centred separately (the paper's normalisation, which removes
+    what all x+ (resp. x-) share, e.g. the answer token); the problem is restricted to the
+    top `n_components` principal directions of the pair differences x+ - x-; then
+    `n_restarts` random initialisations are optimised at once (one [k, R] matrix) with
+    L-BFGS and the lowest-loss one is kept (`loss_`: consistency + confidence). Coordinates
+    are variance-normalised and the objective adds weight_decay * |w|^2 (0.01, the weight
+    decay of Burns et al.'s code) so that |w| cannot grow without bound.
+
+    Why the restriction: with fewer pairs than dimensions (400 pairs, d = 2560) the loss is
+    degenerate: some direction satisfies every consistency constraint exactly, so L-BFGS
+    drives the loss to ~0 along directions unrelated to truth. Burns et al. relied on
+    early-stopped Adam (1000 epochs from a small init) as implicit regularisation; a
+    principal subspace is an explicit, ~100x cheaper substitute. n_components=None optimises
+    in the full space (the degenerate setting, for comparison).
+
+    A restart counts as converged if its loss is finite and at most `max_loss` (repeng used
+    0.2; an uninformative probe, p = 1/2 everywhere, has loss 0.25). If none converges,
+    fit raises FitFailed.
+    """
+
+    name = "ccs"
+    requires_groups = True
+
+    def __init__(
+        self,
+        n_restarts: int = 10,
+        max_iter: int = 100,
+        lr: float = 1.0,
+        weight_decay: float = 0.01,
+        n_components: int | None = 32,
+        max_loss: float = 0.2,
+        random_state: int = 0,
+    ):
+        self.n_restarts = n_restarts
+        self.max_iter = max_iter
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.n_components = n_components
+        self.max_loss = max_loss
+        self.random_state = random_state
+
+    def fit(self, X, y=None, groups=None, answer_types=None) -> CCSProbe:
+        if groups is None:
+            raise NeedsGroups("ccs needs grouped data (contrast pairs); got groups=None")
+        X = as_tensor(X)
+        if y is not None:
+            y = np.asarray(y).astype(bool).reshape(-1)
+        first, second = contrast_pairs(groups, y, len(X))
+        A, B = X[torch.from_numpy(first)], X[torch.from_numpy(second)]
+        centre = 0.5 * (A.mean(0) + B.mean(0)).double()
+        A, B = A - A.mean(0), B - B.mean(0)
+        if self.n_components is None:
+            Q = None
+            a, b = A.double(), B.double()
+        else:
+            Q = top_subspace(A - B, min(self.n_components, *A.shape), seed=self.random_state)
+            a, b = (A @ Q.to(A.dtype)).double(), (B @ Q.to(B.dtype)).double()
+        # Burns et al.'s variance normalisation, per coordinate: makes the L2 penalty
+        # scale-free. (In the principal basis this whitens the pair data.)
+        scale = torch.cat([a, b]).std(0).clamp_min(1e-12)
+        a, b = a / scale, b / scale
+
+        # Random starts in the span of the data, scaled so the initial logits are small
+        # (p ~ 1/2): the starting loss is ~0.25, so an unoptimised start never "converges".
+        g = torch.Generator().manual_seed(self.random_state)
+        both = torch.cat([a, b])
+        W = both.T @ torch.randn(len(both), self.n_restarts, generator=g, dtype=both.dtype)
+        W = (0.01 * W / (both @ W).std(0).clamp_min(1e-12)).requires_grad_()
+        bias = torch.zeros(self.n_restarts, dtype=both.dtype, requires_grad=True)
+
+        def losses() -> torch.Tensor:
+            return ccs_loss(torch.sigmoid(a @ W + bias), torch.sigmoid(b @ W + bias))
+
+        def objective() -> torch.Tensor:
+            # The L2 penalty bounds the scale of w: without it the loss keeps falling as
+            # |w| grows and saturated sigmoids let noise directions in.
+            return (losses() + self.weight_decay * (W**2).sum(0)).sum()
+
+        if self.max_iter > 0:
+            opt = torch.optim.LBFGS(
+                [W, bias],
+                lr=self.lr,
+                max_iter=self.max_iter,
+                history_size=10,
+                line_search_fn="strong_wolfe",
+            )
+
+            def closure():
+                opt.zero_grad()
+                total = objective()  # restarts are independent: summing decouples them
+                total.backward()
+                return total
+
+            opt.step(closure)
+        with torch.no_grad():
+            final = losses()
+        final = torch.where(torch.isfinite(final), final, torch.inf)
+        best = int(final.argmin())
+        self.loss_ = float(final[best])
+        if not self.loss_ <= self.max_loss:
+            raise FitFailed(
+                f"ccs did not converge: best loss {self.loss_:.4g} over {self.n_restarts} "
+                f"restarts (needs <= {self.max_loss})"
+            )
+        w = W.detach()[:, best] / scale
+        w = w if Q is None else Q @ w
+        intercept = float(bias.detach()[best]) - float(centre @ w)
+        if y is not None and y.any() and not y.all():
+            s = X.double() @ w + intercept
+            t = torch.from_numpy(y)
+            if s[t].mean() < s[~t].mean():  # sign convention: see base.orient
+                w, intercept = -w, -intercept
+        self._set_direction(w, intercept)
+        return self

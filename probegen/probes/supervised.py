@@ -1,0 +1,249 @@
+"""Supervised probes: difference in means, LDA, logistic regression (plain and grouped).
+
+All of them are fitted so that true rows score higher than false rows on the training data.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from probegen.probes.base import (
+    BaseProbe,
+    NeedsGroups,
+    as_tensor,
+    both_classes,
+    center_by,
+    codes,
+    labels,
+)
+
+
+def _class_means(X: torch.Tensor, y: np.ndarray):
+    t = torch.from_numpy(y)
+    return X[t].double().mean(0), X[~t].double().mean(0)
+
+
+class DIMProbe(BaseProbe):
+    """Difference in means ("mass-mean probe"), Marks & Tegmark 2023, "The Geometry of
+    Truth": coef_ = mean(true rows) - mean(false rows); the intercept puts the threshold
+    halfway between the two class means."""
+
+    name = "dim"
+    requires_groups = False
+
+    def __init__(self):
+        pass
+
+    def fit(self, X, y, groups=None, answer_types=None) -> DIMProbe:
+        X = as_tensor(X)
+        y = labels(y, len(X))
+        both_classes(y, self.name)
+        m1, m0 = _class_means(X, y)
+        w = m1 - m0
+        self._set_direction(w, -float(0.5 * (m1 + m0) @ w))
+        return self
+
+
+def _ledoit_wolf(W: torch.Tensor, max_rows: int, seed: int) -> float:
+    """Ledoit & Wolf (2004) shrinkage intensity for the covariance of the (centred) rows of W,
+    the same formula as sklearn.covariance.ledoit_wolf_shrinkage.
+
+    Everything is cheap except ||W W^T||_F^2 (an n x n Gram matrix, O(n^2 d)). Its diagonal
+    part is exact; when n > max_rows the off-diagonal sum is estimated without bias from
+    the Gram matrix of a seeded random subset of max_rows rows (~(max_rows / n)^2 of the cost).
+    """
+    n, d = W.shape
+    sq = (W.double() ** 2).sum(1)  # squared row norms
+    trace = sq.sum() / n  # trace of the empirical covariance
+    mu = trace / d
+    diag4 = (sq**2).sum()
+    if n <= max_rows:
+        G = (W @ W.T).double()
+        off = (G**2).sum() - (G.diagonal() ** 2).sum()
+    else:
+        rows = torch.from_numpy(np.random.default_rng(seed).choice(n, max_rows, replace=False))
+        G = (W[rows] @ W[rows].T).double()
+        off = (
+            ((G**2).sum() - (G.diagonal() ** 2).sum()) * (n * (n - 1)) / (max_rows * (max_rows - 1))
+        )
+    frob = (diag4 + off) / n**2  # ||S||_F^2
+    beta = (diag4 / n - frob) / (d * n)
+    delta = (frob - 2 * mu * trace + d * mu**2) / d  # ||S - mu I||_F^2 / d
+    beta = min(float(beta), float(delta))
+    return 0.0 if beta <= 0 else min(1.0, beta / float(delta))
+
+
+def _conjugate_gradient(matvec, b: torch.Tensor, tol: float, max_iter: int) -> torch.Tensor:
+    """Solve A x = b for symmetric positive definite A given as a function."""
+    x = torch.zeros_like(b)
+    r = b.clone()
+    p = r.clone()
+    rr = r @ r
+    stop = tol**2 * rr
+    for _ in range(max_iter):
+        if rr <= stop:
+            break
+        Ap = matvec(p)
+        a = rr / (p @ Ap)
+        x += a * p
+        r -= a * Ap
+        rr, rr_old = r @ r, rr
+        p = r + (rr / rr_old) * p
+    return x
+
+
+class LDAProbe(BaseProbe):
+    """Fisher linear discriminant (Fisher 1936; the LDA probe of mishajw 2024):
+    coef_ = Sigma^-1 (mean_true - mean_false), Sigma the pooled within-class covariance.
+
+    With n < d the within-class covariance is singular, so it is shrunk towards a scaled
+    identity: Sigma = (1 - a) S + a (tr S / d) I. By default a is the Ledoit-Wolf (2004)
+    intensity (shrinkage="auto"): data-driven, no hyperparameter to tune, and the usual
+    choice for LDA when d ~ n (sklearn's LinearDiscriminantAnalysis(shrinkage="auto") uses
+    it too, per class and on standardised features; here it is pooled and on raw features,
+    which keeps the Euclidean geometry the other probes use). repeng itself used sklearn's
+    unshrunk SVD solver, which with n < d is a pseudo-inverse that interpolates the training
+    set. A float `shrinkage` in [0, 1] fixes a instead.
+
+    Sigma w = dmu is solved by conjugate gradients with Sigma as an operator (two passes over
+    X per step; shrinkage keeps Sigma well conditioned), never forming the d x d matrix.
+    The intercept is sklearn's: -(mean_true + mean_false) @ w / 2 + log(n_true / n_false).
+    """
+
+    name = "lda"
+    requires_groups = False
+
+    def __init__(
+        self,
+        shrinkage: float | str = "auto",
+        tol: float = 1e-4,
+        max_iter: int = 500,
+        max_rows: int = 512,
+        random_state: int = 0,
+    ):
+        self.shrinkage = shrinkage
+        self.tol = tol
+        self.max_iter = max_iter
+        self.max_rows = max_rows
+        self.random_state = random_state
+
+    def fit(self, X, y, groups=None, answer_types=None) -> LDAProbe:
+        X = as_tensor(X)
+        y = labels(y, len(X))
+        both_classes(y, self.name)
+        m1, m0 = _class_means(X, y)
+        W = center_by(X, torch.from_numpy(y.astype(np.int64)))  # within-class residuals
+        n, d = W.shape
+        if self.shrinkage == "auto":
+            a = _ledoit_wolf(W, self.max_rows, self.random_state)
+        else:
+            a = float(self.shrinkage)
+            if not 0.0 <= a <= 1.0:
+                raise ValueError(f"lda: shrinkage must be 'auto' or in [0, 1], got {a}")
+        self.shrinkage_ = a
+        mu = float((W.double() ** 2).sum()) / (n * d)
+        # A tiny floor keeps Sigma positive definite when a == 0 and n < d.
+        ridge = max(a * mu, 1e-10 * mu)
+
+        def sigma(v: torch.Tensor) -> torch.Tensor:
+            return (1 - a) / n * (W.T @ (W @ v.to(W.dtype))).double() + ridge * v
+
+        w = _conjugate_gradient(sigma, m1 - m0, self.tol, self.max_iter)
+        self._set_direction(w, -float(0.5 * (m1 + m0) @ w) + math.log(y.sum() / (~y).sum()))
+        return self
+
+
+def _logistic(X: torch.Tensor, y: np.ndarray, C: float, max_iter: int, tol: float):
+    """min_w,b 0.5 |w|^2 + C sum_i log(1 + exp(-s_i (x_i.w + b))), s_i = +-1: the objective of
+    sklearn's LogisticRegression(C=C) (L2 penalty, unpenalised intercept).
+
+    Solved by L-BFGS with two tricks that change the path, not the optimum:
+    - X is centred (b absorbs mean @ w), which decouples b from w;
+    - diagonal preconditioning by the Boehning curvature bound (logistic'' <= 1/4),
+      u_j = w_j sqrt(1 + C/4 sum_i x_ij^2). Activations have a few huge-variance features
+      that otherwise make the problem badly conditioned; this halves the iterations.
+    Stops when max|grad| <= tol * max|grad at 0| or after max_iter iterations.
+    Returns (w float64 [d], b, iterations used).
+    """
+    mean = X.mean(0)
+    Xc = X - mean
+    n, d = Xc.shape
+    s = torch.from_numpy(np.where(y, 1.0, -1.0))
+    pw = (1 + C / 4 * (Xc.double() ** 2).sum(0)).rsqrt()
+    pb = (1 + C * n / 4) ** -0.5
+
+    def value_and_grad(u: torch.Tensor):
+        w, b = pw * u[:d], pb * u[d]
+        m = s * ((Xc @ w.to(Xc.dtype)).double() + b)
+        r = -C * s * torch.sigmoid(-m)  # d loss / d score
+        gw = w + (Xc.T @ r.to(Xc.dtype)).double()
+        loss = 0.5 * (w @ w) + C * torch.nn.functional.softplus(-m).sum()
+        return loss, torch.cat([pw * gw, (pb * r.sum()).reshape(1)])
+
+    u = torch.zeros(d + 1, dtype=torch.float64, requires_grad=True)
+    g0 = value_and_grad(u.detach())[1].abs().max().item()
+    opt = torch.optim.LBFGS(
+        [u],
+        lr=1,
+        max_iter=max_iter,
+        history_size=10,
+        tolerance_grad=tol * g0,
+        tolerance_change=0.0,
+        line_search_fn="strong_wolfe",
+    )
+
+    def closure():
+        loss, grad = value_and_grad(u.detach())
+        u.grad = grad
+        return loss
+
+    opt.step(closure)
+    n_iter = int(opt.state[u].get("n_iter", 0))
+    u = u.detach()
+    w, b = pw * u[:d], pb * u[d]
+    return w, float(b - mean.double() @ w), n_iter
+
+
+class LRProbe(BaseProbe):
+    """Logistic regression with an L2 penalty, C = 1 (the LR probe of mishajw 2024; cf.
+    Alain & Bengio 2016, "Understanding intermediate layers using linear classifier
+    probes"). Same objective as sklearn LogisticRegression(C=1.0); see `_logistic`."""
+
+    name = "lr"
+    requires_groups = False
+
+    def __init__(self, C: float = 1.0, max_iter: int = 200, tol: float = 1e-4):
+        self.C = C
+        self.max_iter = max_iter
+        self.tol = tol
+
+    def _fit_rows(self, X: torch.Tensor, y: np.ndarray) -> None:
+        both_classes(y, self.name)
+        w, b, self.n_iter_ = _logistic(X, y, self.C, self.max_iter, self.tol)
+        self._set_direction(w, b)
+
+    def fit(self, X, y, groups=None, answer_types=None) -> LRProbe:
+        X = as_tensor(X)
+        self._fit_rows(X, labels(y, len(X)))
+        return self
+
+
+class GroupedLRProbe(LRProbe):
+    """Logistic regression on group-centred activations (LR-G of mishajw 2024): each row
+    minus its group's (question's) mean row, so only within-question differences are
+    learned, as in CRC-TPC (Burns et al. 2022). Scores stay linear in the raw activations;
+    within a group the centring shifts all scores equally (DESIGN §6)."""
+
+    name = "lr-g"
+    requires_groups = True
+
+    def fit(self, X, y, groups=None, answer_types=None) -> GroupedLRProbe:
+        if groups is None:
+            raise NeedsGroups("lr-g needs grouped data (a group id per row); got groups=None")
+        X = as_tensor(X)
+        y = labels(y, len(X))
+        self._fit_rows(center_by(X, codes(groups, len(X), "groups")), y)
+        return self

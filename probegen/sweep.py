@@ -1,0 +1,220 @@
+"""One probe job (DESIGN §6–7): train one algorithm on every train dataset × layer and score
+it on every eval dataset × split, layer by layer.
+
+Layer-major order keeps memory flat: for a layer, each train set is loaded, fitted and
+dropped; then each eval set is loaded once and scored by every direction of that layer with
+a single matmul (`probegen.evaluation` is vectorised over directions).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import save_file
+
+from probegen import cache
+from probegen.cache import Activations
+from probegen.evaluation import score, train_signs
+from probegen.probes import FitFailed, NeedsGroups, OneClass, make_probe
+
+log = logging.getLogger(__name__)
+
+RESULT_COLUMNS = [
+    "model", "probe", "train_dataset", "layer", "eval_dataset", "eval_split",
+    "accuracy", "n", "auroc", "is_flipped", "status", "reason", "fit_seconds",
+]  # fmt: skip
+EVAL_SPLITS = ("validation", "train-hparams")
+
+
+class ActivationSource(Protocol):
+    """Where a job reads activations: the cache, or in-memory arrays in benchmarks."""
+
+    def layers(self, dataset: str) -> list[int]: ...
+
+    def load(self, dataset: str, layer: int) -> Activations: ...
+
+
+class CacheSource:
+    """Activations of one model from the activation cache (DESIGN §5)."""
+
+    def __init__(self, cache_dir: str | Path, model: str):
+        self.cache_dir, self.model = cache_dir, model
+        self._open: dict[str, cache.CachedDataset] = {}
+
+    def dataset(self, name: str) -> cache.CachedDataset:
+        if name not in self._open:
+            self._open[name] = cache.CachedDataset(self.cache_dir, self.model, name)
+        return self._open[name]
+
+    def layers(self, dataset: str) -> list[int]:
+        return self.dataset(dataset).layers
+
+    def load(self, dataset: str, layer: int) -> Activations:
+        return self.dataset(dataset).load(layer)
+
+
+@dataclass
+class JobSpec:
+    """What one sweep point computes."""
+
+    model: str
+    probe: str
+    train: Sequence[str]
+    eval: Sequence[str]
+    layers: Sequence[int] | None = None  # None: every layer cached for all datasets
+    probe_params: dict = field(default_factory=dict)
+    sign: str = "eval"  # eval | train (DESIGN §6)
+    seed: int = 0
+
+
+@dataclass
+class JobOutput:
+    results: pd.DataFrame
+    directions: dict[str, np.ndarray]  # "<train dataset>/layer.<i>" -> [hidden] float32
+
+
+def resolve_layers(spec: JobSpec, source: ActivationSource) -> list[int]:
+    """The layers to sweep; every dataset must have them (opening each checks it is cached)."""
+    per_dataset = {d: set(source.layers(d)) for d in dict.fromkeys([*spec.train, *spec.eval])}
+    common = set.intersection(*per_dataset.values())
+    if spec.layers is None:
+        return sorted(common)
+    missing = {d: sorted(set(spec.layers) - got) for d, got in per_dataset.items()}
+    missing = {d: m for d, m in missing.items() if m}
+    if missing:
+        raise cache.CacheError(f"layers not cached for model {spec.model!r}: {missing}")
+    return sorted(spec.layers)
+
+
+def run_job(spec: JobSpec, source: ActivationSource) -> JobOutput:
+    """Train `spec.probe` on each train dataset × layer; score on each eval dataset × split."""
+    if spec.sign not in ("eval", "train"):
+        raise ValueError(f"eval.sign={spec.sign!r}: use eval or train")
+    layers = resolve_layers(spec, source)
+    rows: list[dict] = []
+    directions: dict[str, np.ndarray] = {}
+    for layer in layers:
+        fitted = fit_layer(spec, source, layer, rows)
+        for name, (coef, _, _) in fitted.items():
+            directions[f"{name}/layer.{layer}"] = coef
+        score_layer(spec, source, layer, fitted, rows)
+        log.info("%s %s layer %d: %d probes fitted", spec.model, spec.probe, layer, len(fitted))
+    results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    results["auroc"] = results["auroc"].astype("Float64")
+    return JobOutput(results, directions)
+
+
+def fit_layer(
+    spec: JobSpec, source: ActivationSource, layer: int, rows: list[dict]
+) -> dict[str, tuple[np.ndarray, float, float]]:
+    """Fit on each train dataset; returns name -> (coef, train sign, seconds). Records
+    skipped/failed rows for every eval set of a train set that could not be fitted."""
+    fitted = {}
+    for name in spec.train:
+        train = source.load(name, layer).split("train")
+        start = time.perf_counter()
+        try:
+            if len(train.labels) == 0:
+                raise OneClass(f"dataset {name!r} has no train rows")
+            probe = make_probe(spec.probe, **spec.probe_params)
+            probe.fit(train.X, train.labels, groups=train.groups, answer_types=train.answer_types)
+            coef = np.asarray(probe.coef_, dtype=np.float32)
+            if not np.isfinite(coef).all():
+                raise FitFailed("direction is not finite")
+            sign = 1.0
+            if spec.sign == "train":
+                sign = float(train_signs(train.X @ coef, train.labels, train.groups)[0])
+        except (NeedsGroups, OneClass) as err:
+            record_all(spec, name, layer, rows, "skipped", str(err))
+            continue
+        except Exception as err:  # a failed fit is a result row, never a crashed sweep
+            log.warning("%s on %s layer %d failed: %s", spec.probe, name, layer, err)
+            record_all(spec, name, layer, rows, "failed", f"{type(err).__name__}: {err}")
+            continue
+        fitted[name] = (coef, sign, time.perf_counter() - start)
+    return fitted
+
+
+def score_layer(
+    spec: JobSpec,
+    source: ActivationSource,
+    layer: int,
+    fitted: dict[str, tuple[np.ndarray, float, float]],
+    rows: list[dict],
+) -> None:
+    if not fitted:
+        return
+    names = list(fitted)
+    W = torch.from_numpy(np.stack([fitted[n][0] for n in names], axis=1))  # [hidden, k]
+    signs = np.array([fitted[n][1] for n in names]) if spec.sign == "train" else None
+    for eval_name in spec.eval:
+        acts = source.load(eval_name, layer)
+        for split in EVAL_SPLITS:
+            part = acts.split(split)
+            if len(part.labels) == 0:
+                continue
+            S = (torch.from_numpy(part.X) @ W).numpy()
+            result = score(S, part.labels, part.groups, signs=signs, seed=spec.seed)
+            for j, name in enumerate(names):
+                auroc = result.auroc[j]
+                rows.append(
+                    base_row(spec, name, layer)
+                    | {
+                        "eval_dataset": eval_name,
+                        "eval_split": split,
+                        "accuracy": float(result.accuracy[j]),
+                        "n": int(result.n),
+                        "auroc": None if np.isnan(auroc) else float(auroc),
+                        "is_flipped": bool(result.is_flipped[j]),
+                        "status": "ok",
+                        "reason": "",
+                        "fit_seconds": fitted[name][2],
+                    }
+                )
+
+
+def base_row(spec: JobSpec, train: str, layer: int) -> dict:
+    return {"model": spec.model, "probe": spec.probe, "train_dataset": train, "layer": layer}
+
+
+def record_all(spec: JobSpec, train: str, layer: int, rows: list[dict], status, reason) -> None:
+    for eval_name in spec.eval:
+        for split in EVAL_SPLITS:
+            rows.append(
+                base_row(spec, train, layer)
+                | {
+                    "eval_dataset": eval_name,
+                    "eval_split": split,
+                    "accuracy": None,
+                    "n": 0,
+                    "auroc": None,
+                    "is_flipped": False,
+                    "status": status,
+                    "reason": reason,
+                    "fit_seconds": None,
+                }
+            )
+
+
+def write_outputs(output: JobOutput, out_dir: Path, spec: JobSpec) -> tuple[Path, Path]:
+    """results.parquet and probes.safetensors in the job's output folder (DESIGN §7)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results_path, probes_path = out_dir / "results.parquet", out_dir / "probes.safetensors"
+    output.results.to_parquet(results_path, index=False)
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in output.directions.items()}
+    metadata = {
+        "model": spec.model,
+        "probe": spec.probe,
+        "probe_params": json.dumps(spec.probe_params, sort_keys=True),
+    }
+    save_file(tensors, str(probes_path), metadata=metadata)
+    return results_path, probes_path

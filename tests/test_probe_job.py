@@ -1,0 +1,167 @@
+"""The probe job (`python -m probegen.probe`) on the tiny model's cache, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from safetensors import safe_open
+
+from probegen.cache import Activations
+from probegen.datasets import Limits, SourceReader
+from probegen.extract import ExtractOptions, extract
+from probegen.models import ModelSpec
+from probegen.sweep import RESULT_COLUMNS, JobSpec, run_job
+
+REPO = Path(__file__).resolve().parents[1]
+DATASETS = ["synthetic_capitals", "synthetic_animals", "got_larger_than"]
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cache")
+    spec = ModelSpec.from_values("tiny", device="cpu")
+    extract(
+        spec, DATASETS, root, Limits(60, 40, 40), SourceReader(), ExtractOptions(progress=False)
+    )
+    return root
+
+
+def probe(tmp_path: Path, cache_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    flags = [o for o in overrides if o.startswith("-")]
+    cmd = [
+        sys.executable, "-m", "probegen.probe", *flags, "model=tiny", f"cache_dir={cache_dir}",
+        f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        *(o for o in overrides if not o.startswith("-")),
+    ]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_multirun_writes_results_probes_and_offline_wandb_runs(tiny_cache, tmp_path):
+    run = probe(
+        tmp_path,
+        tiny_cache,
+        "-m",
+        "probe=lr,dim,pca-g",
+        "train=[synthetic_capitals,got_larger_than]",
+        f"eval.datasets=[{','.join(DATASETS)}]",
+    )
+    assert run.returncode == 0, run.stderr
+    assert "3 of 3 jobs ok" in run.stdout
+    for job, name in enumerate(["lr", "dim", "pca-g"]):
+        folder = tmp_path / "sweep" / str(job)
+        results = pd.read_parquet(folder / "results.parquet")
+        assert list(results.columns) == RESULT_COLUMNS
+        # 2 train datasets × 2 layers (1, 3) × 3 eval datasets × 2 splits
+        assert len(results) == 24 and set(results["probe"]) == {name}
+        assert (results["status"] == "ok").all() and results["accuracy"].between(0, 1).all()
+        assert set(results["eval_split"]) == {"validation", "train-hparams"}
+        with safe_open(str(folder / "probes.safetensors"), framework="np") as f:
+            assert sorted(f.keys()) == sorted(
+                f"{d}/layer.{i}" for d in ("synthetic_capitals", "got_larger_than") for i in (1, 3)
+            )
+            assert f.get_tensor("got_larger_than/layer.3").shape == (64,)
+        assert list((folder / "wandb").glob("offline-run-*/run-*.wandb"))
+        assert (folder / "heatmap.png").stat().st_size > 10_000
+
+
+def test_failed_job_does_not_stop_the_sweep(tiny_cache, tmp_path):
+    run = probe(
+        tmp_path,
+        tiny_cache,
+        "-m",
+        "probe=dim",
+        "train=synthetic_capitals,imdb",
+        "eval.datasets=synthetic_capitals",
+    )
+    assert run.returncode == 1
+    assert "1 of 2 jobs ok" in run.stdout and "FAILED" in run.stdout
+    assert "python -m probegen.extract model=tiny dataset=imdb" in run.stdout
+    assert (tmp_path / "sweep" / "0" / "results.parquet").is_file()
+    status = json.loads((tmp_path / "sweep" / "1" / "job_status.json").read_text())
+    assert status["status"] == "failed" and "CacheError" in status["error"]
+
+
+def test_missing_dataset_names_the_extract_command(tiny_cache, tmp_path):
+    run = probe(
+        tmp_path, tiny_cache, "probe=lr", "train=boolq", "eval=boolq", "wandb.mode=disabled"
+    )
+    assert run.returncode != 0
+    assert "python -m probegen.extract model=tiny dataset=boolq" in run.stderr
+
+
+def test_non_converging_ccs_is_a_failed_row(tiny_cache, tmp_path):
+    run = probe(
+        tmp_path,
+        tiny_cache,
+        "probe=ccs",
+        "+probe.params.max_iter=0",
+        "train=synthetic_capitals",
+        "eval=synthetic_capitals",
+        "layer=3",
+    )
+    assert run.returncode == 0, run.stderr
+    results = pd.read_parquet(tmp_path / "run" / "results.parquet")
+    assert (results["status"] == "failed").all() and results["accuracy"].isna().all()
+    assert results["reason"].str.contains("FitFailed").all()
+
+
+class ArraySource:
+    """In-memory activations: one grouped and one ungrouped dataset."""
+
+    def __init__(self):
+        rng = np.random.default_rng(0)
+        n, d = 240, 16
+        self.labels = np.tile([True, False], n // 2)
+        direction = rng.normal(size=d)
+        self.X = (rng.normal(size=(n, d)) + np.outer(self.labels - 0.5, direction) * 3).astype(
+            np.float32
+        )
+        self.splits = np.resize(np.array(["train", "validation", "train-hparams"]), n // 2)
+        self.splits = np.repeat(self.splits, 2).astype(object)
+        self.groups = np.repeat(np.arange(n // 2), 2).astype(str).astype(object)
+
+    def layers(self, dataset):
+        return [0, 2]
+
+    def load(self, dataset, layer):
+        grouped = dataset == "pairs"
+        return Activations(
+            self.X,
+            self.labels,
+            self.groups if grouped else None,
+            None,
+            self.splits,
+            np.arange(len(self.X)).astype(str).astype(object),
+        )
+
+
+def test_grouped_probe_on_ungrouped_data_is_skipped_with_a_reason():
+    spec = JobSpec("m", "lr-g", train=["pairs", "flat"], eval=["pairs", "flat"], layers=[2])
+    results = run_job(spec, ArraySource()).results
+    flat = results[results["train_dataset"] == "flat"]
+    assert (flat["status"] == "skipped").all() and flat["reason"].str.contains("group").all()
+    pairs = results[results["train_dataset"] == "pairs"]
+    assert (pairs["status"] == "ok").all()
+    # trained on its own pairs with a strong planted direction: near perfect, either metric
+    assert pairs["accuracy"].min() > 0.9
+
+
+def test_train_sign_policy_fixes_the_sign_on_the_train_split():
+    source = ArraySource()
+    # Eval splits carry the opposite truth: the train-fixed sign must score them badly,
+    # the eval policy flips and scores them well.
+    source.labels = np.where(source.splits == "train", source.labels, ~source.labels)
+    runs = {}
+    for sign in ("train", "eval"):
+        spec = JobSpec("m", "dim", train=["pairs"], eval=["pairs"], layers=[0], sign=sign)
+        runs[sign] = run_job(spec, source).results
+    assert (runs["train"]["accuracy"] < 0.1).all() and not runs["train"]["is_flipped"].any()
+    assert (runs["eval"]["accuracy"] > 0.9).all() and runs["eval"]["is_flipped"].all()

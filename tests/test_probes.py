@@ -1,0 +1,286 @@
+"""Probes on constructed data with known answers (DESIGN §6). Fast, offline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from probegen.probes import PROBES, FitFailed, NeedsGroups, OneClass, make_probe
+from probegen.probes.base import top_direction
+from probegen.probes.supervised import _ledoit_wolf
+
+ALL = ["dim", "lda", "lr", "lr-g", "ccs", "pca", "pca-g", "lat", "random"]
+GROUPED = {"ccs", "lr-g", "pca-g"}
+SUPERVISED = ["dim", "lda", "lr", "lr-g"]
+
+
+def unit(v):
+    return v / np.linalg.norm(v)
+
+
+def cos(a, b):
+    return abs(float(unit(a) @ unit(b)))
+
+
+def paired(n_groups=300, d=40, signal=3.0, offset=0.0, seed=0, flip=False):
+    """Groups of two rows (pos, neg twin) with opposite labels: x = group offset
+    + s * signal * truth + noise, s = +1 for the true row. pos is true in half the groups."""
+    rng = np.random.default_rng(seed)
+    truth = unit(rng.standard_normal(d))
+    groups = np.repeat(np.arange(n_groups), 2)
+    y = np.zeros(2 * n_groups, bool)
+    y[0::2] = rng.random(n_groups) < 0.5
+    y[1::2] = ~y[0::2]
+    s = np.where(y, 1.0, -1.0) * (-1 if flip else 1)
+    X = rng.standard_normal((2 * n_groups, d)) + np.outer(s, truth) * signal
+    X += offset * rng.standard_normal((n_groups, d))[groups]
+    return X.astype(np.float32), y, groups, truth
+
+
+@pytest.fixture(scope="module")
+def data():
+    return paired(n_groups=150, d=30, offset=2.0)
+
+
+# ---- the contract every probe keeps -------------------------------------------------------
+
+
+def test_registry_and_unknown_name():
+    assert sorted(PROBES) == sorted(ALL)
+    assert {n for n, c in PROBES.items() if c.requires_groups} == GROUPED
+    assert all(PROBES[n].name == n and PROBES[n].__doc__ for n in ALL)
+    with pytest.raises(KeyError, match="known probes: dim"):
+        make_probe("svm")
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_contract(name, data):
+    X, y, groups, _ = data
+    probe = make_probe(name)
+    params = probe.get_params()
+    assert type(probe)(**params).get_params() == params
+    assert probe.fit(X, y, groups=groups) is probe
+    assert probe.get_params() == params  # fit leaves hyperparameters alone
+    assert probe.coef_.dtype == np.float32 and probe.coef_.shape == (X.shape[1],)
+    assert isinstance(probe.intercept_, float)
+    scores = probe.decision_function(X)
+    assert scores.shape == (len(X),)
+    np.testing.assert_allclose(scores, X @ probe.coef_ + probe.intercept_, rtol=1e-5, atol=1e-4)
+    # Every probe finds this easy direction with true rows scoring higher.
+    assert scores[y].mean() > scores[~y].mean() or name == "random"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_input_dtypes(name, data):
+    X, y, groups, _ = data
+    bf16 = torch.from_numpy(X).to(torch.bfloat16).to(torch.float32).numpy()
+    a = make_probe(name).fit(bf16, y, groups=groups).coef_
+    b = make_probe(name).fit(X.astype(np.float64), y.tolist(), groups=list(groups)).coef_
+    assert a.dtype == b.dtype == np.float32
+    assert cos(a, b) > 0.99 or name == "random"
+
+
+@pytest.mark.parametrize("name", sorted(GROUPED))
+def test_grouped_probes_need_groups(name, data):
+    X, y, _, _ = data
+    with pytest.raises(NeedsGroups, match="needs grouped data"):
+        make_probe(name).fit(X, y)
+    assert issubclass(NeedsGroups, ValueError)
+
+
+@pytest.mark.parametrize("name", SUPERVISED)
+def test_supervised_one_class(name, data):
+    X, _, groups, _ = data
+    with pytest.raises(OneClass):
+        make_probe(name).fit(X, np.ones(len(X), bool), groups=groups)
+    assert issubclass(OneClass, ValueError)
+
+
+def test_string_groups_and_answer_types(data):
+    X, y, groups, _ = data
+    g = np.array([f"q{i}" for i in groups], dtype=object)
+    types = np.array(["pos", None] * (len(X) // 2), dtype=object)
+    for name in ALL:
+        make_probe(name).fit(X, y, groups=g, answer_types=types)
+
+
+# ---- supervised ---------------------------------------------------------------------------
+
+
+def test_dim_is_mean_difference(data):
+    X, y, _, _ = data
+    probe = make_probe("dim").fit(X, y)
+    expected = X[y].astype(np.float64).mean(0) - X[~y].astype(np.float64).mean(0)
+    np.testing.assert_allclose(probe.coef_, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(300, 20), (60, 200), (400, 3000)])
+def test_lr_matches_sklearn(shape):
+    sklearn = pytest.importorskip("sklearn.linear_model")
+    n, d = shape
+    rng = np.random.default_rng(1)
+    X = (rng.standard_normal((n, d)) * rng.uniform(0.2, 3, d) + rng.standard_normal(d)).astype(
+        np.float32
+    )
+    y = X @ rng.standard_normal(d) + rng.standard_normal(n) * 2 > 0
+    ref = sklearn.LogisticRegression(C=1.0, tol=1e-10, max_iter=10_000).fit(X.astype(float), y)
+    probe = make_probe("lr", tol=1e-9, max_iter=2000).fit(X, y)
+    np.testing.assert_allclose(
+        probe.coef_, ref.coef_[0], rtol=1e-3, atol=1e-3 * np.abs(ref.coef_).max()
+    )
+    assert probe.intercept_ == pytest.approx(ref.intercept_[0], rel=1e-3, abs=1e-3)
+
+
+def test_lda_beats_dim_on_correlated_gaussians():
+    # Shared covariance I + 25 u u^T; the class means differ along v + u (v orthogonal to u).
+    # DIM follows v + u and picks up the big u variance; LDA whitens it: w ~ v + u / 26.
+    rng = np.random.default_rng(2)
+    d = 50
+    u, v = np.linalg.qr(rng.standard_normal((d, 2)))[0].T
+
+    def sample(m):
+        y = rng.random(m) < 0.5
+        X = rng.standard_normal((m, d)) + np.outer(rng.standard_normal(m) * 5, u)
+        return (X + np.outer(y, u + v)).astype(np.float32), y
+
+    (Xtr, ytr), (Xte, yte) = sample(400), sample(4000)
+    acc = {}
+    for name in ("dim", "lda"):
+        s = make_probe(name).fit(Xtr, ytr).decision_function(Xte)
+        acc[name] = ((s > np.median(s)) == yte).mean()
+    assert acc["lda"] > acc["dim"] + 0.05, acc
+
+
+def test_lda_matches_dense_formula_and_ledoit_wolf():
+    covariance = pytest.importorskip("sklearn.covariance")
+    rng = np.random.default_rng(3)
+    n, d = 120, 300
+    X = (rng.standard_normal((n, d)) * rng.uniform(0.5, 2, d)).astype(np.float64)
+    y = rng.random(n) < 0.4
+    X[y] += 0.5
+    W = X.copy()
+    W[y] -= X[y].mean(0)
+    W[~y] -= X[~y].mean(0)
+    probe = make_probe("lda").fit(X, y)
+    a = covariance.ledoit_wolf_shrinkage(W)
+    assert probe.shrinkage_ == pytest.approx(a, rel=1e-6)
+    S = W.T @ W / n
+    sigma = (1 - a) * S + a * np.trace(S) / d * np.eye(d)
+    expected = np.linalg.solve(sigma, X[y].mean(0) - X[~y].mean(0))
+    np.testing.assert_allclose(probe.coef_, expected, rtol=1e-3, atol=1e-4 * np.abs(expected).max())
+    # The subsampled estimate of the Gram term stays close to the exact intensity.
+    assert _ledoit_wolf(torch.from_numpy(W), 60, 0) == pytest.approx(a, rel=0.15)
+
+
+def test_grouped_probes_ignore_group_offsets():
+    # Huge per-group offsets dominate the variance; within a group only truth differs.
+    X, y, groups, truth = paired(n_groups=200, d=30, signal=2.0, offset=20.0)
+    assert cos(make_probe("pca").fit(X, y).coef_, truth) < 0.5
+    assert cos(make_probe("pca-g").fit(X, y, groups=groups).coef_, truth) > 0.95
+    assert cos(make_probe("lr-g").fit(X, y, groups=groups).coef_, truth) > 0.9
+    assert cos(make_probe("lr-g").fit(X, y, groups=groups).coef_, truth) > cos(
+        make_probe("lr").fit(X, y).coef_, truth
+    )
+
+
+# ---- unsupervised -------------------------------------------------------------------------
+
+
+def test_pca_recovers_planted_direction():
+    rng = np.random.default_rng(4)
+    d = 100
+    v = unit(rng.standard_normal(d))
+    X = rng.standard_normal((500, d)) + np.outer(rng.standard_normal(500) * 5, v) + 7.0
+    probe = make_probe("pca").fit(X.astype(np.float32), None)
+    assert cos(probe.coef_, v) > 0.99
+    assert abs(probe.decision_function(X).mean()) < 1e-3  # intercept centres training scores
+
+
+def test_pca_answer_types_remove_offset():
+    rng = np.random.default_rng(5)
+    d, n = 60, 400
+    v, offset = unit(rng.standard_normal(d)), unit(rng.standard_normal(d)) * 10
+    types = np.array(["0", "1"] * (n // 2))
+    X = rng.standard_normal((n, d)) + np.outer(rng.standard_normal(n) * 3, v)
+    X[types == "1"] += offset
+    assert cos(make_probe("pca").fit(X, None).coef_, offset) > 0.9
+    assert cos(make_probe("pca").fit(X, None, answer_types=types).coef_, v) > 0.98
+
+
+def test_top_direction_krylov_matches_svd():
+    rng = np.random.default_rng(6)
+    A = (
+        rng.standard_normal((1200, 900))
+        + np.outer(rng.standard_normal(1200), rng.standard_normal(900)) * 0.3
+    )
+    A = torch.from_numpy(A - A.mean(0))
+    exact = torch.linalg.svd(A, full_matrices=False)[2][0].numpy()
+    assert cos(top_direction(A.float()).numpy(), exact) > 0.999
+
+
+def test_lat_finds_direction_of_pair_differences():
+    rng = np.random.default_rng(7)
+    d, n = 80, 600
+    v = unit(rng.standard_normal(d))
+    y = rng.random(n) < 0.5
+    X = rng.standard_normal((n, d)) + np.outer(np.where(y, 4.0, -4.0), v)
+    probe = make_probe("lat").fit(X, y)
+    assert cos(probe.coef_, v) > 0.95
+    s = probe.decision_function(X)
+    assert s[y].mean() > s[~y].mean()  # oriented by labels
+    assert np.array_equal(probe.coef_, make_probe("lat").fit(X, y).coef_)  # seeded
+
+
+def test_random_is_seeded_unit():
+    X = np.zeros((5, 64), np.float32)
+    a = make_probe("random", random_state=3).fit(X, None).coef_
+    assert np.array_equal(a, make_probe("random", random_state=3).fit(X, None).coef_)
+    assert not np.allclose(a, make_probe("random", random_state=4).fit(X, None).coef_)
+    assert np.linalg.norm(a) == pytest.approx(1.0, abs=1e-6)
+
+
+# ---- CCS ----------------------------------------------------------------------------------
+
+
+def test_ccs_finds_planted_direction_and_is_sign_agnostic():
+    X, y, groups, truth = paired(n_groups=300, d=40, signal=3.0, offset=1.0)
+    probe = make_probe("ccs").fit(X, None, groups=groups)
+    assert probe.loss_ < 0.1
+    assert cos(probe.coef_, truth) > 0.9
+    Xf, yf, gf, tf = paired(n_groups=300, d=40, signal=3.0, offset=1.0, flip=True)
+    assert np.array_equal(tf, truth)  # same planted direction, truth sign flipped
+    flipped = make_probe("ccs").fit(Xf, None, groups=gf)
+    assert flipped.loss_ < 0.1 and cos(flipped.coef_, truth) > 0.9
+    # With labels, the sign follows the convention: true rows score higher.
+    s = make_probe("ccs").fit(X, y, groups=groups).decision_function(X)
+    assert s[y].mean() > s[~y].mean()
+
+
+def test_ccs_multiple_choice_groups():
+    rng = np.random.default_rng(8)
+    d, n_groups = 30, 200
+    truth = unit(rng.standard_normal(d))
+    sizes = rng.integers(2, 6, n_groups)
+    groups = np.repeat(np.arange(n_groups), sizes)
+    y = np.zeros(len(groups), bool)
+    starts = np.r_[0, np.cumsum(sizes)[:-1]]
+    y[starts + (rng.random(n_groups) * sizes).astype(int)] = True
+    X = rng.standard_normal((len(y), d)) + np.outer(np.where(y, 3.0, -3.0), truth)
+    # Lower bar than for pairs: the first row of a (first true, first false) pair is more
+    # often false, so per-side centring removes part of the truth signal.
+    assert cos(make_probe("ccs").fit(X, y, groups=groups).coef_, truth) > 0.8
+
+
+@pytest.mark.parametrize("case", ["max_iter=0", "nan"])
+def test_ccs_fit_failed(case, data):
+    X, y, groups, _ = data
+    if case == "nan":
+        X = X.copy()
+        X[0, 0] = np.nan
+        probe = make_probe("ccs")
+    else:
+        probe = make_probe("ccs", max_iter=0)
+    with pytest.raises(FitFailed, match="did not converge|non-finite"):
+        probe.fit(X, y, groups=groups)
+    assert issubclass(FitFailed, RuntimeError)
