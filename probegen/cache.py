@@ -244,16 +244,26 @@ class Activations:
     row_ids: np.ndarray
 
     def split(self, name: str) -> Activations:
-        """The rows of one split."""
-        keep = self.splits == name
+        """The rows of one split (views, without copying, when they are contiguous)."""
+        return self.take(rows_of(self.splits, (name,)))
+
+    def take(self, index: np.ndarray | slice) -> Activations:
+        def pick(a):
+            return None if a is None else a[index]
+
         return Activations(
-            self.X[keep],
-            self.labels[keep],
-            None if self.groups is None else self.groups[keep],
-            None if self.answer_types is None else self.answer_types[keep],
-            self.splits[keep],
-            self.row_ids[keep],
-        )
+            self.X[index], self.labels[index], pick(self.groups), pick(self.answer_types),
+            self.splits[index], self.row_ids[index],
+        )  # fmt: skip
+
+
+def rows_of(splits: np.ndarray, wanted: Sequence[str]) -> np.ndarray | slice:
+    """Indices of the rows in `wanted` splits: a slice when contiguous (rows are stored
+    sorted by split, so they are), which lets readers touch only those rows."""
+    index = np.flatnonzero(np.isin(splits, list(wanted)))
+    if len(index) and index[-1] - index[0] + 1 == len(index):
+        return slice(int(index[0]), int(index[-1]) + 1)
+    return index
 
 
 class CachedDataset:
@@ -278,24 +288,31 @@ class CachedDataset:
         self.layers: list[int] = list(self.manifest["layers"])
         self.rows = pd.read_parquet(self.dir / ROWS)
 
-    def layer(self, layer: int) -> np.ndarray:
-        """Activations of one layer as float32 [n_rows, hidden], read from a memory map."""
+    def layer(self, layer: int, index: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """Activations of one layer as float32 [rows, hidden], read from a memory map; only
+        the rows of `index` are read and converted."""
         if layer not in self.layers:
             raise CacheError(f"{self.dir}: layer {layer} not cached; cached: {self.layers}")
         with safe_open(str(self.dir / ACTIVATIONS), framework="pt") as f:
-            return f.get_tensor(f"layer.{layer}").to(torch.float32).numpy()
+            if isinstance(index, slice):
+                tensor = f.get_slice(f"layer.{layer}")[index]
+            else:
+                tensor = f.get_tensor(f"layer.{layer}")[torch.from_numpy(index)]
+            return tensor.to(torch.float32).numpy()
 
-    def load(self, layer: int) -> Activations:
+    def load(self, layer: int, splits: Sequence[str] | None = None) -> Activations:
+        """One layer with labels, groups, answer types and splits; `splits` limits the rows."""
         rows = self.rows
+        index = slice(None) if splits is None else rows_of(rows["split"].to_numpy(), splits)
         grouped = rows["group_id"].notna().any()
         typed = rows["answer_type"].notna().any()
         return Activations(
-            X=self.layer(layer),
-            labels=rows["label"].to_numpy(dtype=bool),
-            groups=rows["group_id"].to_numpy(dtype=object) if grouped else None,
-            answer_types=rows["answer_type"].to_numpy(dtype=object) if typed else None,
-            splits=rows["split"].to_numpy(dtype=object),
-            row_ids=rows["row_id"].to_numpy(dtype=object),
+            X=self.layer(layer, index),
+            labels=rows["label"].to_numpy(dtype=bool)[index],
+            groups=rows["group_id"].to_numpy(dtype=object)[index] if grouped else None,
+            answer_types=rows["answer_type"].to_numpy(dtype=object)[index] if typed else None,
+            splits=rows["split"].to_numpy(dtype=object)[index],
+            row_ids=rows["row_id"].to_numpy(dtype=object)[index],
         )
 
 

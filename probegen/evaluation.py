@@ -117,7 +117,9 @@ def score(
         both = S
     else:
         both = np.hstack([S, -S])
-    au = auroc(both, labels)
+    au = auroc(S, labels)
+    if signs is None:
+        au = np.concatenate([au, 1 - au])  # negating every score mirrors the ROC curve
     if groups is not None:
         acc, n = grouped_accuracy(both, labels, groups, seed)
         chooser = acc

@@ -40,7 +40,8 @@ class ActivationSource(Protocol):
 
     def layers(self, dataset: str) -> list[int]: ...
 
-    def load(self, dataset: str, layer: int) -> Activations: ...
+    def load(self, dataset: str, layer: int, splits: Sequence[str] | None = None) -> Activations:
+        """One layer of one dataset, float32, only the rows of `splits` when given."""
 
 
 class CacheSource:
@@ -58,8 +59,8 @@ class CacheSource:
     def layers(self, dataset: str) -> list[int]:
         return self.dataset(dataset).layers
 
-    def load(self, dataset: str, layer: int) -> Activations:
-        return self.dataset(dataset).load(layer)
+    def load(self, dataset: str, layer: int, splits: Sequence[str] | None = None) -> Activations:
+        return self.dataset(dataset).load(layer, splits)
 
 
 @dataclass
@@ -120,7 +121,7 @@ def fit_layer(
     skipped/failed rows for every eval set of a train set that could not be fitted."""
     fitted = {}
     for name in spec.train:
-        train = source.load(name, layer).split("train")
+        train = source.load(name, layer, ("train",))
         start = time.perf_counter()
         try:
             if len(train.labels) == 0:
@@ -157,7 +158,7 @@ def score_layer(
     W = torch.from_numpy(np.stack([fitted[n][0] for n in names], axis=1))  # [hidden, k]
     signs = np.array([fitted[n][1] for n in names]) if spec.sign == "train" else None
     for eval_name in spec.eval:
-        acts = source.load(eval_name, layer)
+        acts = source.load(eval_name, layer, EVAL_SPLITS)
         for split in EVAL_SPLITS:
             part = acts.split(split)
             if len(part.labels) == 0:

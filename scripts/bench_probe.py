@@ -22,7 +22,7 @@ import time
 import numpy as np
 import torch
 
-from probegen.cache import Activations
+from probegen.cache import Activations, rows_of
 from probegen.sweep import JobSpec, run_job
 
 STUDY_PROBES = ["dim", "lda", "lr", "lr-g", "ccs", "pca", "pca-g", "lat"]
@@ -65,15 +65,16 @@ class SyntheticSource:
     def layers(self, dataset: str) -> list[int]:
         return self._layers
 
-    def load(self, dataset: str, layer: int) -> Activations:
+    def load(self, dataset: str, layer: int, splits=None) -> Activations:
         X, meta = self.data[dataset]
+        index = slice(None) if splits is None else rows_of(meta["splits"], splits)
         return Activations(
-            X=X.to(torch.float32).numpy(),
-            labels=meta["labels"],
-            groups=meta["groups"],
+            X=X[index].to(torch.float32).numpy(),
+            labels=meta["labels"][index],
+            groups=meta["groups"][index],
             answer_types=None,
-            splits=meta["splits"].astype(object),
-            row_ids=np.arange(len(meta["labels"])).astype(str).astype(object),
+            splits=meta["splits"][index].astype(object),
+            row_ids=np.arange(len(meta["labels"]))[index].astype(str).astype(object),
         )
 
 

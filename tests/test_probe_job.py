@@ -165,3 +165,31 @@ def test_train_sign_policy_fixes_the_sign_on_the_train_split():
         runs[sign] = run_job(spec, source).results
     assert (runs["train"]["accuracy"] < 0.1).all() and not runs["train"]["is_flipped"].any()
     assert (runs["eval"]["accuracy"] > 0.9).all() and runs["eval"]["is_flipped"].all()
+
+
+def test_local_parallel_launcher_runs_the_sweep(tiny_cache, tmp_path):
+    run = probe(tmp_path, tiny_cache, "-m", "hydra/launcher=local", "hydra.launcher.n_jobs=2",
+                "probe=dim,random", "train=synthetic_capitals", "eval=synthetic_capitals",
+                "wandb.mode=disabled")  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "2 of 2 jobs ok" in run.stdout
+    for job in ("0", "1"):
+        assert (tmp_path / "sweep" / job / "results.parquet").is_file()
+
+
+@pytest.mark.parametrize("launcher", ["slurm_gpu", "slurm_cpu"])
+def test_slurm_launcher_configs_compose(tmp_path, launcher):
+    cmd = [
+        sys.executable,
+        "-m",
+        "probegen.probe",
+        f"hydra/launcher={launcher}",
+        "hydra.launcher.partition=gpu",
+        "--cfg",
+        "hydra",
+        "--package",
+        "hydra.launcher",
+    ]
+    run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "SlurmLauncher" in run.stdout and "partition: gpu" in run.stdout
