@@ -70,7 +70,14 @@ class Tracker:
         logged: dict[str, Any] = {"results": to_wandb_table(results)}
         if heatmap is not None:
             logged["heatmap"] = wandb.Image(str(heatmap))
-        self.run.log(logged)
+        # wandb cuts a run's table at Table.MAX_ROWS (10,000) rows; a 14B job has more, and
+        # the aggregation stage reads this table, so it must be whole.
+        default_max = wandb.Table.MAX_ROWS
+        wandb.Table.MAX_ROWS = max(default_max, len(results))
+        try:
+            self.run.log(logged)
+        finally:
+            wandb.Table.MAX_ROWS = default_max
 
 
 def _default_dir() -> str | None:

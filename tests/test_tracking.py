@@ -211,3 +211,16 @@ def test_sweep_group(sweep_dir, group):
 def test_run_name():
     assert run_name(["probe=lr", "layer=9"]) == "probe=lr,layer=9"
     assert run_name([]) == "default"
+
+
+def test_tables_over_wandbs_row_limit_are_logged_whole(tmp_path, no_network):
+    import json
+
+    results = synthetic_results()
+    big = pd.concat([results] * (wandb.Table.MAX_ROWS // len(results) + 1), ignore_index=True)
+    with tracked_run(offline(tmp_path), config={}, group=None, name=None) as t:
+        t.log_results(big)
+        run_dir = t.run_dir
+    (table,) = (run_dir / "files" / "media").glob("table/results_*.table.json")
+    assert len(json.loads(table.read_text())["data"]) == len(big) > wandb.Table.MAX_ROWS
+    assert wandb.Table.MAX_ROWS == 10_000  # restored
