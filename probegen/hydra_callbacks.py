@@ -18,7 +18,19 @@ STATUS_FILE = "job_status.json"
 
 class SweepReport(Callback):
     """After a multirun, list the jobs that failed (read from each job's status file) and
-    exit non-zero if any did; the other jobs' results are already on disk."""
+    exit non-zero if any did; the other jobs' results are already on disk.
+
+    Each job is marked "running" when it starts, so a job killed before it could record
+    its end (a Slurm timeout, an out-of-memory kill) is reported too.
+    """
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        hydra_cfg = HydraConfig.get()
+        if hydra_cfg.mode is not None and hydra_cfg.mode.name == "MULTIRUN":
+            output_dir = Path(hydra_cfg.runtime.output_dir)
+            write_status(output_dir, list(hydra_cfg.overrides.task), None, state="running")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -26,15 +38,19 @@ class SweepReport(Callback):
         failed = [s for s in statuses if s["status"] != "ok"]
         print(f"\nsweep {sweep_dir}: {len(statuses) - len(failed)} of {len(statuses)} jobs ok")
         for s in failed:
-            print(f"  FAILED {' '.join(s['overrides']) or '(no overrides)'}: {s['error']}")
+            error = s["error"] or "ended without recording a result (killed?)"
+            print(f"  FAILED {' '.join(s['overrides']) or '(no overrides)'}: {error}")
             print(f"         log: {s['output_dir']}")
         if failed:
             sys.exit(1)
 
 
-def write_status(output_dir: Path, overrides: list[str], error: BaseException | None) -> None:
+def write_status(
+    output_dir: Path, overrides: list[str], error: BaseException | None, state: str | None = None
+) -> None:
+    """Record a job's state in its output folder: ok, failed (with the error) or running."""
     status = {
-        "status": "ok" if error is None else "failed",
+        "status": state or ("ok" if error is None else "failed"),
         "error": "" if error is None else f"{type(error).__name__}: {error}",
         "overrides": overrides,
         "output_dir": str(output_dir),

@@ -121,9 +121,9 @@ def fit_layer(
     skipped/failed rows for every eval set of a train set that could not be fitted."""
     fitted = {}
     for name in spec.train:
-        train = source.load(name, layer, ("train",))
         start = time.perf_counter()
         try:
+            train = source.load(name, layer, ("train",))
             if len(train.labels) == 0:
                 raise OneClass(f"dataset {name!r} has no train rows")
             probe = make_probe(spec.probe, **spec.probe_params)
@@ -162,6 +162,11 @@ def score_layer(
         for split in EVAL_SPLITS:
             part = acts.split(split)
             if len(part.labels) == 0:
+                for name in names:
+                    rows.append(
+                        base_row(spec, name, layer)
+                        | empty_row(eval_name, split, "skipped", f"{eval_name} has no {split} rows")
+                    )
                 continue
             S = (torch.from_numpy(part.X) @ W).numpy()
             result = score(S, part.labels, part.groups, signs=signs, seed=spec.seed)
@@ -187,23 +192,25 @@ def base_row(spec: JobSpec, train: str, layer: int) -> dict:
     return {"model": spec.model, "probe": spec.probe, "train_dataset": train, "layer": layer}
 
 
+def empty_row(eval_name: str, split: str, status: str, reason: str) -> dict:
+    """The result columns of an eval that could not be scored."""
+    return {
+        "eval_dataset": eval_name,
+        "eval_split": split,
+        "accuracy": None,
+        "n": 0,
+        "auroc": None,
+        "is_flipped": False,
+        "status": status,
+        "reason": reason,
+        "fit_seconds": None,
+    }
+
+
 def record_all(spec: JobSpec, train: str, layer: int, rows: list[dict], status, reason) -> None:
     for eval_name in spec.eval:
         for split in EVAL_SPLITS:
-            rows.append(
-                base_row(spec, train, layer)
-                | {
-                    "eval_dataset": eval_name,
-                    "eval_split": split,
-                    "accuracy": None,
-                    "n": 0,
-                    "auroc": None,
-                    "is_flipped": False,
-                    "status": status,
-                    "reason": reason,
-                    "fit_seconds": None,
-                }
-            )
+            rows.append(base_row(spec, train, layer) | empty_row(eval_name, split, status, reason))
 
 
 def write_outputs(output: JobOutput, out_dir: Path, spec: JobSpec) -> tuple[Path, Path]:

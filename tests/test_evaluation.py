@@ -120,9 +120,18 @@ def test_vectorised_equals_reference_loops():
     g = rng.integers(0, 70, size=n)
     y = rng.random(n) < 0.35
     S = np.round(rng.normal(size=(n, k)) + y[:, None] * 0.7, 1)
-    acc, n_groups = grouped_accuracy(S, y, g, seed=9)
-    # The implementation's tie-break priority, reproduced: a permutation over the kept rows
-    # in group order; compare on tie-free columns instead, where it cannot matter.
+    acc, n_groups = grouped_accuracy(S, y, g, seed=9)  # S has many ties (rounded)
+    # The tie-break priority, reproduced: a seeded permutation over the informative rows
+    # in (stable) group order.
+    codes = np.unique(g.astype(str), return_inverse=True)[1]
+    n_true, size = np.bincount(codes, weights=y), np.bincount(codes)
+    kept = np.flatnonzero(((n_true > 0) & (n_true < size))[codes])
+    kept = kept[np.argsort(codes[kept], kind="stable")]
+    priority = np.full(n, -1.0)
+    priority[kept] = np.random.default_rng(9).permutation(len(kept))
+    for j in range(k):
+        ref, _ = reference_grouped(S[:, j], y, g, priority)
+        assert acc[j] == pytest.approx(ref)
     S_unique = S + rng.normal(scale=1e-6, size=S.shape)
     acc_u, _ = grouped_accuracy(S_unique, y, g, seed=9)
     for j in range(k):

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from safetensors import safe_open
 
-from probegen.cache import Activations
+from probegen.cache import Activations, rows_of
 from probegen.datasets import Limits, SourceReader
 from probegen.extract import ExtractOptions, extract
 from probegen.models import ModelSpec
@@ -131,9 +131,9 @@ class ArraySource:
     def layers(self, dataset):
         return [0, 2]
 
-    def load(self, dataset, layer):
+    def load(self, dataset, layer, splits=None):
         grouped = dataset == "pairs"
-        return Activations(
+        acts = Activations(
             self.X,
             self.labels,
             self.groups if grouped else None,
@@ -141,6 +141,7 @@ class ArraySource:
             self.splits,
             np.arange(len(self.X)).astype(str).astype(object),
         )
+        return acts if splits is None else acts.take(rows_of(self.splits, splits))
 
 
 def test_grouped_probe_on_ungrouped_data_is_skipped_with_a_reason():
@@ -193,3 +194,43 @@ def test_slurm_launcher_configs_compose(tmp_path, launcher):
     run = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "SlurmLauncher" in run.stdout and "partition: gpu" in run.stdout
+
+
+def test_eval_split_without_rows_is_a_skipped_row():
+    source = ArraySource()
+    source.splits = np.where(source.splits == "train-hparams", "validation", source.splits)
+    spec = JobSpec("m", "dim", train=["pairs"], eval=["pairs"], layers=[0])
+    results = run_job(spec, source).results
+    empty = results[results["eval_split"] == "train-hparams"]
+    assert len(empty) == 1 and empty["status"].iloc[0] == "skipped"
+    assert "no train-hparams rows" in empty["reason"].iloc[0]
+
+
+def test_unreadable_train_set_is_a_failed_row_not_a_crash():
+    class Broken(ArraySource):
+        def load(self, dataset, layer, splits=None):
+            if dataset == "flat" and splits == ("train",):
+                raise OSError("disk on fire")
+            return super().load(dataset, layer, splits)
+
+    spec = JobSpec("m", "dim", train=["pairs", "flat"], eval=["pairs"], layers=[0])
+    results = run_job(spec, Broken()).results
+    flat = results[results["train_dataset"] == "flat"]
+    assert (flat["status"] == "failed").all() and flat["reason"].str.contains("disk on fire").all()
+    assert (results[results["train_dataset"] == "pairs"]["status"] == "ok").all()
+
+
+def test_sweep_report_counts_jobs_killed_while_running(tmp_path, capsys):
+    from omegaconf import OmegaConf
+
+    from probegen.hydra_callbacks import SweepReport, write_status
+
+    write_status(tmp_path / "0", ["probe=lr"], None)
+    write_status(tmp_path / "1", ["probe=ccs"], None, state="running")  # never finished
+    with pytest.raises(SystemExit) as exit_info:
+        SweepReport().on_multirun_end(
+            OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+        )
+    assert exit_info.value.code == 1
+    out = capsys.readouterr().out
+    assert "1 of 2 jobs ok" in out and "FAILED probe=ccs" in out and "killed?" in out
