@@ -302,18 +302,56 @@ class CachedDataset:
 
     def load(self, layer: int, splits: Sequence[str] | None = None) -> Activations:
         """One layer with labels, groups, answer types and splits; `splits` limits the rows."""
+        index = self._index(splits)
+        return self._with_rows(self.layer(layer, index), index)
+
+    def project(self, layer: int, W: torch.Tensor, splits: Sequence[str] | None = None):
+        """Like `load`, but X is the rows' scores X @ W ([rows, k] float32).
+
+        The scores are computed chunk by chunk straight from the stored tensor, so the
+        float32 copy of the whole layer (the costly part of scoring on a CPU) never exists.
+        """
+        if layer not in self.layers:
+            raise CacheError(f"{self.dir}: layer {layer} not cached; cached: {self.layers}")
+        index = self._index(splits)
+        with safe_open(str(self.dir / ACTIVATIONS), framework="pt") as f:
+            if isinstance(index, slice):
+                start, stop, _ = index.indices(len(self.rows))
+                stored = f.get_slice(f"layer.{layer}")
+            else:
+                start, stop = 0, len(index)
+                stored = f.get_tensor(f"layer.{layer}")[torch.from_numpy(index)]
+            scores = project_rows(stored, start, stop - start, W)
+        return self._with_rows(scores, index)
+
+    def _index(self, splits: Sequence[str] | None) -> np.ndarray | slice:
+        if splits is None:
+            return slice(None)
+        return rows_of(self.rows["split"].to_numpy(), splits)
+
+    def _with_rows(self, X: np.ndarray, index: np.ndarray | slice) -> Activations:
         rows = self.rows
-        index = slice(None) if splits is None else rows_of(rows["split"].to_numpy(), splits)
         grouped = rows["group_id"].notna().any()
         typed = rows["answer_type"].notna().any()
         return Activations(
-            X=self.layer(layer, index),
+            X=X,
             labels=rows["label"].to_numpy(dtype=bool)[index],
             groups=rows["group_id"].to_numpy(dtype=object)[index] if grouped else None,
             answer_types=rows["answer_type"].to_numpy(dtype=object)[index] if typed else None,
             splits=rows["split"].to_numpy(dtype=object)[index],
             row_ids=rows["row_id"].to_numpy(dtype=object)[index],
         )
+
+
+def project_rows(stored, start: int, n: int, W: torch.Tensor, chunk: int = 1024) -> np.ndarray:
+    """stored[start:start+n] @ W in float32, converting `chunk` rows at a time so each chunk
+    is still in the CPU cache when it is multiplied. `stored` is a tensor or a safetensors
+    slice (both index by row ranges)."""
+    out = torch.empty(n, W.shape[1], dtype=torch.float32)
+    for a in range(0, n, chunk):
+        b = min(n, a + chunk)
+        out[a:b] = stored[start + a : start + b].to(torch.float32) @ W
+    return out.numpy()
 
 
 def load_activations(cache_dir: str | Path, model: str, dataset: str, layer: int) -> Activations:

@@ -43,6 +43,11 @@ class ActivationSource(Protocol):
     def load(self, dataset: str, layer: int, splits: Sequence[str] | None = None) -> Activations:
         """One layer of one dataset, float32, only the rows of `splits` when given."""
 
+    def project(
+        self, dataset: str, layer: int, W: torch.Tensor, splits: Sequence[str] | None = None
+    ) -> Activations:
+        """Like `load`, with X replaced by the scores X @ W ([rows, k] float32)."""
+
 
 class CacheSource:
     """Activations of one model from the activation cache (DESIGN §5)."""
@@ -61,6 +66,11 @@ class CacheSource:
 
     def load(self, dataset: str, layer: int, splits: Sequence[str] | None = None) -> Activations:
         return self.dataset(dataset).load(layer, splits)
+
+    def project(
+        self, dataset: str, layer: int, W: torch.Tensor, splits: Sequence[str] | None = None
+    ) -> Activations:
+        return self.dataset(dataset).project(layer, W, splits)
 
 
 @dataclass
@@ -158,9 +168,9 @@ def score_layer(
     W = torch.from_numpy(np.stack([fitted[n][0] for n in names], axis=1))  # [hidden, k]
     signs = np.array([fitted[n][1] for n in names]) if spec.sign == "train" else None
     for eval_name in spec.eval:
-        acts = source.load(eval_name, layer, EVAL_SPLITS)
+        scored = source.project(eval_name, layer, W, EVAL_SPLITS)
         for split in EVAL_SPLITS:
-            part = acts.split(split)
+            part = scored.split(split)
             if len(part.labels) == 0:
                 for name in names:
                     rows.append(
@@ -168,8 +178,7 @@ def score_layer(
                         | empty_row(eval_name, split, "skipped", f"{eval_name} has no {split} rows")
                     )
                 continue
-            S = (torch.from_numpy(part.X) @ W).numpy()
-            result = score(S, part.labels, part.groups, signs=signs, seed=spec.seed)
+            result = score(part.X, part.labels, part.groups, signs=signs, seed=spec.seed)
             for j, name in enumerate(names):
                 auroc = result.auroc[j]
                 rows.append(

@@ -22,7 +22,7 @@ import time
 import numpy as np
 import torch
 
-from probegen.cache import Activations, rows_of
+from probegen.cache import Activations, project_rows, rows_of
 from probegen.sweep import JobSpec, run_job
 
 STUDY_PROBES = ["dim", "lda", "lr", "lr-g", "ccs", "pca", "pca-g", "lat"]
@@ -65,11 +65,20 @@ class SyntheticSource:
     def layers(self, dataset: str) -> list[int]:
         return self._layers
 
-    def load(self, dataset: str, layer: int, splits=None) -> Activations:
+    def project(self, dataset: str, layer: int, W: torch.Tensor, splits=None) -> Activations:
+        X, meta = self.data[dataset]
+        index = slice(None) if splits is None else rows_of(meta["splits"], splits)
+        start, stop, _ = index.indices(len(X))
+        scores = project_rows(X, start, stop - start, W)
+        acts = self.load(dataset, layer, splits, with_x=False)
+        acts.X = scores
+        return acts
+
+    def load(self, dataset: str, layer: int, splits=None, with_x=True) -> Activations:
         X, meta = self.data[dataset]
         index = slice(None) if splits is None else rows_of(meta["splits"], splits)
         return Activations(
-            X=X[index].to(torch.float32).numpy(),
+            X=X[index].to(torch.float32).numpy() if with_x else None,
             labels=meta["labels"][index],
             groups=meta["groups"][index],
             answer_types=None,

@@ -296,3 +296,15 @@ def test_bf16_cache_is_close_to_fp32(tmp_path):
     a = cache.load_activations(tmp_path / "a", "tiny", "synthetic_capitals", 2).X
     b = cache.load_activations(tmp_path / "b", "tiny", "synthetic_capitals", 2).X
     np.testing.assert_allclose(b, a, rtol=2e-2, atol=2e-2 * np.abs(a).max())
+
+
+def test_project_equals_load_then_matmul(reference):
+    data = cache.CachedDataset(reference, "tiny", "got_larger_than")
+    W = torch.randn(64, 3)
+    for splits in (None, ("train",), ("validation", "train-hparams"), ("validation", "train")):
+        loaded = data.load(2, splits)
+        projected = data.project(2, W, splits)
+        np.testing.assert_allclose(projected.X, loaded.X @ W.numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(projected.row_ids, loaded.row_ids)
+        np.testing.assert_array_equal(projected.labels, loaded.labels)
+    assert data.project(2, W, ("train",)).X.shape == (len(data.load(2, ("train",)).X), 3)

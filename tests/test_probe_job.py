@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from safetensors import safe_open
 
 from probegen.cache import Activations, rows_of
@@ -142,6 +143,11 @@ class ArraySource:
             np.arange(len(self.X)).astype(str).astype(object),
         )
         return acts if splits is None else acts.take(rows_of(self.splits, splits))
+
+    def project(self, dataset, layer, W, splits=None):
+        acts = self.load(dataset, layer, splits)
+        acts.X = (torch.from_numpy(acts.X) @ W).numpy()
+        return acts
 
 
 def test_grouped_probe_on_ungrouped_data_is_skipped_with_a_reason():
