@@ -182,7 +182,7 @@ def main(cfg: DictConfig) -> None:
         Limits(**cfg.limits),
         SourceReader(cfg.data_dir),
         ExtractOptions(
-            layers=_layers_value(cfg.layers),
+            layers=_layers_value(cfg.layer),
             batch_tokens=cfg.batch_tokens,
             padding_side=cfg.padding_side,
             progress=cfg.progress,

@@ -219,7 +219,7 @@ def test_kill_9_then_resume_matches_uninterrupted(tmp_path):
             f"cache_dir={cache_dir}",
             f"hydra.run.dir={tmp_path / 'out'}",
             "batch_tokens=40",
-            "layers=all",
+            "layer=all",
             "progress=false",
             "limits.train=120",
             "limits.train_hparams=40",

@@ -105,7 +105,7 @@ def test_local_model_path_through_the_hub_loader(tmp_path):
         f"model.path={folder}",
         "dataset=synthetic_capitals",
         f"cache_dir={cache_dir}",
-        "layers=[0,3]",
+        "layer=[0,3]",
     )
     assert run.returncode == 0, run.stderr
     assert "my-local-lm/synthetic_capitals: extracted" in run.stdout
