@@ -33,7 +33,11 @@ def _normalise(X: torch.Tensor, answer_types) -> torch.Tensor:
 
 
 class _CentredDirection(BaseProbe):
-    """Shared ending: orient with labels, intercept from the training mean."""
+    """Shared by the label-free probes: one hyperparameter, the seed of their randomised
+    steps; and the ending: orient with labels, intercept from the training mean."""
+
+    def __init__(self, random_state: int = 0):
+        self.random_state = random_state
 
     def _finish(self, w: torch.Tensor, X: torch.Tensor, y) -> BaseProbe:
         w = orient(w, X, y)
@@ -49,9 +53,6 @@ class PCAProbe(_CentredDirection):
     name = "pca"
     requires_groups = False
 
-    def __init__(self, random_state: int = 0):
-        self.random_state = random_state
-
     def fit(self, X, y=None, groups=None, answer_types=None) -> PCAProbe:
         X = as_tensor(X)
         w = top_direction(_normalise(X, answer_types), seed=self.random_state)
@@ -66,9 +67,6 @@ class GroupedPCAProbe(_CentredDirection):
 
     name = "pca-g"
     requires_groups = True
-
-    def __init__(self, random_state: int = 0):
-        self.random_state = random_state
 
     def fit(self, X, y=None, groups=None, answer_types=None) -> GroupedPCAProbe:
         if groups is None:
@@ -93,9 +91,6 @@ class LATProbe(_CentredDirection):
     name = "lat"
     requires_groups = False
 
-    def __init__(self, random_state: int = 0):
-        self.random_state = random_state
-
     def fit(self, X, y=None, groups=None, answer_types=None) -> LATProbe:
         X = as_tensor(X)
         if len(X) < 2:
@@ -115,9 +110,6 @@ class RandomProbe(_CentredDirection):
 
     name = "random"
     requires_groups = False
-
-    def __init__(self, random_state: int = 0):
-        self.random_state = random_state
 
     def fit(self, X, y=None, groups=None, answer_types=None) -> RandomProbe:
         X = as_tensor(X)
