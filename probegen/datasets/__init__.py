@@ -27,6 +27,8 @@ def collections() -> dict[str, list[str]]:
         "repe": by.get("repe", []),
         "got": by.get("got", []),
         "synthetic": by.get("synthetic", []),
+        # what builds with no download (DESIGN §3.4): the demo's datasets
+        "offline": ["got_larger_than", *by.get("synthetic", [])],
         "study": study,
         "all": study + by.get("eval", []),
     }

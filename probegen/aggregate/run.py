@@ -1,0 +1,74 @@
+"""Stage 3 end to end: pulled results -> per-model analysis, figures, summary and report."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from probegen.aggregate import report
+from probegen.aggregate.figures import draw_all
+from probegen.aggregate.pull import Pulled
+from probegen.aggregate.study import Study
+
+log = logging.getLogger(__name__)
+
+
+def default_out_dir(models: list[str], root: Path | str = "reports") -> Path:
+    """reports/<model>, or reports/<m1>+<m2>+… when several models are compared."""
+    return Path(root) / "+".join(sorted(models))
+
+
+def aggregate(
+    pulled: Pulled,
+    out_dir: Path,
+    depth: int | None = None,
+    only: list[str] | None = None,
+) -> Path:
+    """Analyse every model in `pulled`, draw its figures and write summary.json,
+    summary.md and report.html into `out_dir` (one model) or `out_dir/<model>/` (figures of
+    several, compared at the top level). Returns the report.html path.
+
+    `depth` (decoder layers) applies when there is one model; presets know their own.
+    """
+    results = pulled.results
+    models = sorted(results["model"].unique())
+    if not models:
+        raise ValueError("no result rows to aggregate")
+    if depth is not None and len(models) > 1:
+        raise ValueError(f"depth= is for one model; got {models}, whose presets know theirs")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    reports = []
+    for model in models:
+        study = Study.build(results[results["model"] == model], depth)
+        figure_dir = out_dir if len(models) == 1 else out_dir / model
+        drawn = draw_all(study, figure_dir, only)
+        entry = report.ModelReport(study, drawn, figure_dir=figure_dir.relative_to(out_dir))
+        try:
+            entry.headline = study.headline()
+        except ValueError as err:  # e.g. no cross-dataset numbers at the later layers
+            entry.problem = str(err)
+            log.warning("%s: no headline numbers: %s", model, err)
+        made = sum(d.path is not None for d in drawn)
+        log.info("%s: %d figures drawn, %d skipped", model, made, len(drawn) - made)
+        reports.append(entry)
+    sources = sorted({str(s) for s in results.get("source", [])}) or ["(given table)"]
+    sources = _compact(sources)
+    comparison = report.comparison_figure(reports, out_dir / "comparison.png")
+    data = report.summary(reports, sources, len(pulled.duplicates))
+    (out_dir / "summary.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
+    (out_dir / "summary.md").write_text(report.markdown(reports, sources, len(pulled.duplicates)))
+    page = out_dir / "report.html"
+    page.write_text(report.html_report(reports, sources, len(pulled.duplicates), comparison))
+    return page
+
+
+def _compact(sources: list[str]) -> list[str]:
+    """Job folders collapsed to their sweep folders (multirun/<model>/<date>/<time>), W&B
+    runs (wandb:<entity>/<project>/<run id>) to their project."""
+    out = []
+    for source in sources:
+        sweep = source.rsplit("/", 1)[0]
+        if sweep not in out:
+            out.append(sweep)
+    return out

@@ -1,0 +1,55 @@
+"""Stage 3: `python scripts/aggregate.py [model=14b] [sweep_dir=…] [source=wandb]` (DESIGN §8).
+
+Pulls a probe sweep's results, computes recovered accuracy, draws the study's fourteen
+figures and writes summary.json, summary.md and report.html (default: reports/<model>/).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from probegen.aggregate import newest_sweep, read_local, read_wandb
+from probegen.aggregate.run import aggregate, default_out_dir
+from probegen.models import ModelSpec
+
+log = logging.getLogger("aggregate")
+
+
+def _list(value) -> list[str] | None:
+    if value is None:
+        return None
+    return [str(v) for v in value] if OmegaConf.is_list(value) else [str(value)]
+
+
+def sweep_dirs(
+    sweep_dir: list[str] | None, models: list[str] | None, model: str, root: Path
+) -> list[Path]:
+    """The sweep folders to read: as given, else the newest of each model."""
+    if sweep_dir:
+        return [Path(d) for d in sweep_dir]
+    return [newest_sweep(root, m) for m in (models or [model])]
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="aggregate")
+def main(cfg: DictConfig) -> None:
+    model = ModelSpec.from_values(**OmegaConf.to_container(cfg.model, resolve=True)).name
+    if cfg.source == "wandb":
+        pulled = read_wandb(cfg.wandb.project, cfg.wandb.entity, cfg.wandb_group)
+    elif cfg.source == "local":
+        dirs = sweep_dirs(_list(cfg.sweep_dir), _list(cfg.models), model, Path(cfg.multirun_dir))
+        log.info("reading %s", ", ".join(map(str, dirs)))
+        pulled = read_local(dirs)
+    else:
+        raise ValueError(f"source={cfg.source!r}: choose source=local or source=wandb")
+    models = sorted(pulled.results["model"].unique())
+    out_dir = Path(cfg.out_dir) if cfg.out_dir else default_out_dir(models)
+    page = aggregate(pulled, out_dir, cfg.depth, _list(cfg.figures))
+    print(f"report: {page}\nsummary: {out_dir / 'summary.md'}")
+
+
+if __name__ == "__main__":
+    main()
