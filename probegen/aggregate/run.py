@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 
 from probegen.aggregate import report
@@ -56,11 +57,23 @@ def aggregate(
     sources = _compact(sources)
     comparison = report.comparison_figure(reports, out_dir / "comparison.png")
     data = report.summary(reports, sources, len(pulled.duplicates))
-    (out_dir / "summary.json").write_text(json.dumps(data, indent=2, default=str) + "\n")
+    text = json.dumps(_no_nan(data), indent=2, default=str, allow_nan=False)
+    (out_dir / "summary.json").write_text(text + "\n")
     (out_dir / "summary.md").write_text(report.markdown(reports, sources, len(pulled.duplicates)))
     page = out_dir / "report.html"
     page.write_text(report.html_report(reports, sources, len(pulled.duplicates), comparison))
     return page
+
+
+def _no_nan(value):
+    """NaN -> null, so summary.json is valid JSON for every reader."""
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_no_nan(v) for v in value]
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
 
 
 def _compact(sources: list[str]) -> list[str]:

@@ -77,6 +77,11 @@ class Study:
 
     def headline(self) -> dict:
         """metrics.headline over the non-baseline probes at the later layers."""
+        if self.cross[~self.cross["probe"].isin(BASELINES)].empty:
+            raise ValueError(
+                f"no cross-dataset recovered accuracy at layers >= {self.min_layer:g}: train "
+                "on at least two datasets that are also evaluated"
+            )
         rows = self.recovered[~self.recovered["probe"].isin(BASELINES)]
         return metrics.headline(rows, depth=self.depth)
 

@@ -1,0 +1,140 @@
+"""summary.json / summary.md / report.html, the multi-model comparison, and the stage-3 and
+demo entry points on the tiny model (real extract -> real probe multirun -> aggregate)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from study_results import study_results
+
+from probegen.aggregate.pull import Pulled
+from probegen.aggregate.run import aggregate, default_out_dir
+from probegen.aggregate.study import Study
+
+REPO = Path(__file__).resolve().parents[1]
+FEW = ["r3b_matrix", "r4_truthful_qa", "v2_got"]  # the figure tests draw all fourteen
+
+
+def pulled(*frames: pd.DataFrame, duplicates: int = 0) -> Pulled:
+    results = pd.concat(frames, ignore_index=True)
+    return Pulled(results, results.head(duplicates), [])
+
+
+def test_two_models_get_their_own_figures_a_comparison_and_one_report(tmp_path):
+    four, eight = study_results(model="4b", seed=1), study_results(model="8b", seed=2)
+    page = aggregate(pulled(four, eight, duplicates=3), tmp_path, only=FEW)
+    assert page == tmp_path / "report.html"
+    for model in ("4b", "8b"):
+        assert sorted(p.name for p in (tmp_path / model).glob("*.png")) == [
+            "r3b_matrix.png", "r4_truthful_qa.png", "v2_got.png",
+        ]  # fmt: skip
+    assert (tmp_path / "comparison.png").stat().st_size > 20_000
+
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert sorted(summary["models"]) == ["4b", "8b"]
+    assert summary["duplicate_rows_dropped"] == 3
+    for model, frame in (("4b", four), ("8b", eight)):
+        expected = Study.build(frame).headline()
+        got = summary["models"][model]["headline"]
+        assert got["mean_cross_recovered"] == pytest.approx(expected["mean_cross_recovered"])
+        assert got["share_probes_above_80"] == pytest.approx(expected["share_probes_above_80"])
+        assert got["best_probe"] == expected["best_probe"]
+        assert got["best_probe"]["probe"] != "random"  # the baseline is not a candidate
+        assert summary["models"][model]["depth"] == 36
+        assert summary["models"][model]["figures"]["r3b_matrix"]["file"] == "r3b_matrix.png"
+
+    text = (tmp_path / "summary.md").read_text()
+    assert "| Llama-2-13b-chat (original study) | – | 36.0% | 92.0% |" in text
+    share = 100 * summary["models"]["4b"]["headline"]["share_probes_above_80"]
+    assert re.search(rf"\| 4b \| [0-9.]+% \| {share:.1f}% \|", text)
+    assert "3 duplicate result rows" in text
+
+    report = (tmp_path / "report.html").read_text()
+    sources = re.findall(r'<img src="([^"]{0,40})', report)
+    assert len(sources) == 2 * 3 + 1  # three figures per model + the comparison
+    assert all(s.startswith("data:image/png;base64,") for s in sources)  # self-contained
+    assert report.count("Recovered accuracy for every train × eval pair") == 2  # captions
+
+
+def test_a_model_without_cross_dataset_results_still_gets_a_report(tmp_path):
+    alone = study_results(model="4b", train=["imdb"], evals=["imdb"], probes=["lr"])
+    aggregate(pulled(alone), tmp_path, only=["r0_acc_by_layer", "r2_probes"])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    entry = summary["models"]["4b"]
+    assert entry["headline"] is None and "no cross-dataset" in entry["problem"]
+    assert entry["figures"]["r2_probes"]["skipped"]
+    assert (tmp_path / "r0_acc_by_layer.png").exists()
+
+
+def test_default_out_dir_names_the_models():
+    assert default_out_dir(["4b"]) == Path("reports/4b")
+    assert default_out_dir(["8b", "14b", "4b"]) == Path("reports/14b+4b+8b")
+
+
+def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.slow
+def test_demo_and_aggregate_entry_points_on_the_tiny_model(tmp_path):
+    sweep, report = tmp_path / "sweep", tmp_path / "report"
+    demo = run(
+        [
+            sys.executable,
+            "-m",
+            "probegen.demo",
+            "model=tiny",
+            "probes=[lr,dim,ccs,random]",
+            "limits.train=40",
+            "limits.train_hparams=30",
+            "limits.validation=30",
+            f"cache_dir={tmp_path / 'cache'}",
+            f"sweep_dir={sweep}",
+            f"out_dir={report}",
+            "progress=false",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],  # fmt: skip
+        REPO,
+    )
+    assert demo.returncode == 0, demo.stderr[-3000:]
+    assert f"report: {report / 'report.html'}" in demo.stdout
+    assert "4 of 4 jobs ok" in demo.stdout  # stage 2 ran as a real Hydra multirun
+    # the second stage's own folders: one per job, with results and an offline W&B run
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert jobs == ["0", "1", "2", "3"]
+    assert list((sweep / "0" / "wandb").glob("offline-run-*"))
+    summary = json.loads((report / "summary.json").read_text())
+    tiny = summary["models"]["tiny"]
+    assert tiny["datasets"] and sorted(tiny["datasets"]) == sorted(
+        ["got_larger_than", "synthetic_arithmetic", "synthetic_alphabet", "synthetic_parity",
+         "synthetic_elements", "synthetic_capitals", "synthetic_animals"]
+    )  # fmt: skip
+    assert tiny["depth"] == 4 and tiny["headline"]["n_probes"] > 0
+    assert (report / "r3b_matrix.png").exists() and (report / "report.html").exists()
+    assert tiny["figures"]["r4_truthful_qa"]["skipped"]  # no truthful_qa offline
+
+    # stage 3's own entry point on the folder stage 2 wrote
+    again = tmp_path / "again"
+    agg = run(
+        [
+            sys.executable,
+            "scripts/aggregate.py",
+            f"sweep_dir={sweep}",
+            f"out_dir={again}",
+            "figures=[r1a_by_algorithms]",
+            f"hydra.run.dir={tmp_path / 'run2'}",
+        ],  # fmt: skip
+        REPO,
+    )
+    assert agg.returncode == 0, agg.stderr[-3000:]
+    assert sorted(p.name for p in again.glob("*.png")) == ["r1a_by_algorithms.png"]
+    redo = json.loads((again / "summary.json").read_text())
+    assert redo["models"]["tiny"]["headline"] == tiny["headline"]
