@@ -52,6 +52,8 @@ def test_two_models_get_their_own_figures_a_comparison_and_one_report(tmp_path):
 
     text = (tmp_path / "summary.md").read_text()
     assert "| Llama-2-13b-chat (original study) | – | 36.0% | 92.0% |" in text
+    baseline = summary["models"]["4b"]["random_baseline_cross_recovered"]
+    assert 0 < baseline < 1 and f"| {100 * baseline:.1f}% |" in text
     share = 100 * summary["models"]["4b"]["headline"]["share_probes_above_80"]
     assert re.search(rf"\| 4b \| [0-9.]+% \| {share:.1f}% \|", text)
     assert "3 duplicate result rows" in text

@@ -50,6 +50,7 @@ def summary(reports: list[ModelReport], sources: list[str], duplicates: int) -> 
             "depth": s.depth,
             "headline": r.headline,
             "problem": r.problem,
+            "random_baseline_cross_recovered": s.baseline_cross(),
             "algorithms": s.algorithms,
             "datasets": s.datasets,
             "eval_only": s.eval_only,
@@ -74,26 +75,27 @@ def _headline_rows(reports: list[ModelReport]) -> list[list[str]]:
     for r in reports:
         h = r.headline
         if h is None:
-            rows.append([r.study.model, "–", "–", "–", r.problem or "no headline"])
+            rows.append([r.study.model, "–", "–", "–", r.problem or "no headline", "–"])
             continue
         b = h["best_probe"]
         rows.append([
             r.study.model, _pct(h["mean_cross_recovered"]), _pct(h["share_probes_above_80"]),
             _pct(b["recovered"]), f"{b['probe']} on {b['train_dataset']}, layer {b['layer']}",
+            _pct(r.study.baseline_cross()),
         ])  # fmt: skip
     ref = REFERENCE
     best = ref["best_probe"]
     rows.append([
         f"{ref['model']} (original study)", "–", _pct(ref["share_probes_above_80"]),
         _pct(ref["best_probe_recovered"]),
-        f"{best['probe']} on {best['train_dataset']}, layer {best['layer']}",
+        f"{best['probe']} on {best['train_dataset']}, layer {best['layer']}", "–",
     ])  # fmt: skip
     return rows
 
 
 HEADLINE_COLUMNS = [
     "model", "mean cross-dataset recovered", "probes > 80% recovered", "best probe recovered",
-    "best probe",
+    "best probe", "random direction, cross-dataset recovered",
 ]  # fmt: skip
 
 
@@ -109,6 +111,9 @@ def markdown(reports: list[ModelReport], sources: list[str], duplicates: int) ->
     lines += ["|" + "---|" * len(HEADLINE_COLUMNS)]
     lines += ["| " + " | ".join(row) + " |" for row in _headline_rows(reports)]
     lines += ["", f"Reference: {REFERENCE['source']}", ""]
+    lines += ["The last column is the random-direction baseline (scores negated where that "
+              "scores higher, as every probe's are): what a probe must beat to show a shared "
+              "truth direction.", ""]  # fmt: skip
     for r in reports:
         s = r.study
         lines += [f"## {s.model} ({s.depth} layers; later layers ≥ {s.min_layer:g})", ""]
@@ -182,6 +187,9 @@ def html_report(
         "Recovered accuracy = accuracy on a dataset ÷ the best accuracy any probe trained on "
         "that dataset reaches (its threshold), capped at 100%.</p>",
         _table(HEADLINE_COLUMNS, _headline_rows(reports)),
+        "<p>The last column is the random-direction baseline (its scores are negated where "
+        "that scores higher, as every probe's are): what a probe must beat to show a shared "
+        "truth direction.</p>",
     ]
     if comparison is not None:
         parts += [f"<figure>{_image(comparison)}<figcaption>Headline numbers per model beside "

@@ -75,6 +75,12 @@ class Study:
         rows = self.cross if rows is None else rows
         return rows.groupby(metrics.PROBE, as_index=False)["recovered"].mean()
 
+    def baseline_cross(self) -> float | None:
+        """Mean cross-dataset recovered accuracy of the random-direction baseline (later
+        layers), or None when it was not run: what sign-flipping alone reaches."""
+        rows = self.cross[self.cross["probe"].isin(BASELINES)]
+        return float(rows["recovered"].mean()) if not rows.empty else None
+
     def headline(self) -> dict:
         """metrics.headline over the non-baseline probes at the later layers."""
         if self.cross[~self.cross["probe"].isin(BASELINES)].empty:
