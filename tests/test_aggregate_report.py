@@ -77,7 +77,7 @@ def test_a_model_without_cross_dataset_results_still_gets_a_report(tmp_path):
 
 def test_default_out_dir_names_the_models():
     assert default_out_dir(["4b"]) == Path("reports/4b")
-    assert default_out_dir(["8b", "14b", "4b"]) == Path("reports/14b+4b+8b")
+    assert default_out_dir(["8b", "14b", "4b"]) == Path("reports/4b+8b+14b")
 
 
 def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:

@@ -116,7 +116,7 @@ def markdown(reports: list[ModelReport], sources: list[str], duplicates: int) ->
               "truth direction.", ""]  # fmt: skip
     for r in reports:
         s = r.study
-        lines += [f"## {s.model} ({s.depth} layers; later layers ≥ {s.min_layer:g})", ""]
+        lines += [f"## {s.model} ({s.depth} layers; later layers ≥ {s.first_later_layer})", ""]
         if r.headline is not None:
             h = r.headline
             lines += [

@@ -10,14 +10,14 @@ from pathlib import Path
 from probegen.aggregate import report
 from probegen.aggregate.figures import draw_all
 from probegen.aggregate.pull import Pulled
-from probegen.aggregate.study import Study
+from probegen.aggregate.study import Study, model_order
 
 log = logging.getLogger(__name__)
 
 
 def default_out_dir(models: list[str], root: Path | str = "reports") -> Path:
-    """reports/<model>, or reports/<m1>+<m2>+… when several models are compared."""
-    return Path(root) / "+".join(sorted(models))
+    """reports/<model>, or reports/4b+8b+14b when several models are compared."""
+    return Path(root) / "+".join(sorted(models, key=model_order))
 
 
 def aggregate(
@@ -33,7 +33,7 @@ def aggregate(
     `depth` (decoder layers) applies when there is one model; presets know their own.
     """
     results = pulled.results
-    models = sorted(results["model"].unique())
+    models = sorted(results["model"].unique(), key=model_order)
     if not models:
         raise ValueError("no result rows to aggregate")
     if depth is not None and len(models) > 1:

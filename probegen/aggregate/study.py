@@ -9,6 +9,8 @@ dataset or algorithm sits in the same place in every figure.
 from __future__ import annotations
 
 import logging
+import math
+import re
 from dataclasses import dataclass
 
 import pandas as pd
@@ -19,6 +21,11 @@ from probegen.models import PRESET_DEPTHS
 log = logging.getLogger(__name__)
 
 BASELINES = ("random",)  # drawn for reference, left out of rankings and headline numbers
+
+
+def model_order(model: str) -> tuple:
+    """Sort key putting 4b before 8b before 14b (numbers compared as numbers)."""
+    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", model))
 
 
 def model_depth(model: str, results: pd.DataFrame, depth: int | None = None) -> int:
@@ -58,6 +65,11 @@ class Study:
         return self.depth / 3
 
     @property
+    def first_later_layer(self) -> int:
+        """The lowest layer index that counts as 'later' (for labels)."""
+        return math.ceil(self.min_layer)
+
+    @property
     def later(self) -> pd.DataFrame:
         """Recovered rows at the later layers."""
         return self.recovered[self.recovered["layer"] >= self.min_layer]
@@ -85,7 +97,7 @@ class Study:
         """metrics.headline over the non-baseline probes at the later layers."""
         if self.cross[~self.cross["probe"].isin(BASELINES)].empty:
             raise ValueError(
-                f"no cross-dataset recovered accuracy at layers >= {self.min_layer:g}: train "
+                f"no cross-dataset recovered accuracy at layers >= {self.first_later_layer}: train "
                 "on at least two datasets that are also evaluated"
             )
         rows = self.recovered[~self.recovered["probe"].isin(BASELINES)]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 
@@ -21,12 +19,12 @@ def need(condition: bool, reason: str) -> None:
 
 
 def layers_note(study: Study) -> str:
-    return f"layers ≥ {study.min_layer:g} of {study.depth}"
+    return f"layers ≥ {study.first_later_layer} of {study.depth}"
 
 
 def shade_early_layers(ax, study: Study) -> None:
     """Grey out the layers the headline numbers leave out (layer < depth / 3)."""
-    edge = math.ceil(study.min_layer) - 0.5  # between the last left-out and first kept layer
+    edge = study.first_later_layer - 0.5  # between the last left-out and first kept layer
     ax.axvspan(-0.5, edge, color="#e3e3e3", zorder=0, lw=0)
     ax.text(
         edge / 2,
