@@ -57,6 +57,8 @@ def probe_command(plan: DemoPlan) -> list[str]:
         *plan.model_overrides, f"cache_dir={plan.cache_dir}", f"train={selection}",
         f"eval.datasets={selection}", f"wandb.mode={plan.wandb_mode}",
         f"hydra.sweep.dir={plan.sweep_dir}",
+        # one line per job (its result), not one per layer
+        "hydra.job_logging.root.level=WARNING",
     ]  # fmt: skip
 
 
