@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from probegen.aggregate import style
@@ -107,13 +108,14 @@ def r2_probes(study: Study) -> Figure:
     for i, (value, score) in enumerate(zip(top["recovered_cross"], top["score"], strict=True)):
         ax.text(value + 0.01, i, f"{100 * value:.0f}%  (beats {100 * score:.0f}%)", va="center",
                 size=7)  # fmt: skip
+    handles = [Patch(color=palette[a], label=a) for a in study.algorithms if a in set(top["probe"])]
+    baseline = study.baseline_cross()
+    if baseline is not None:
+        ax.axvline(baseline, ls=":", c="#555555", lw=1.5)
+        handles.append(Line2D([], [], ls=":", c="#555555", lw=1.5, label="random direction"))
     style.percent_axis(ax, "x", (0, 1.18))
     ax.set_xlabel("mean recovered accuracy on other datasets (%)")
-    shown = [a for a in study.algorithms if a in set(top["probe"])]
-    ax.legend(
-        handles=[Patch(color=palette[a], label=a) for a in shown], title="algorithm",
-        loc="lower right",
-    )  # fmt: skip
+    ax.legend(handles=handles, title="algorithm", loc="center left", bbox_to_anchor=(1.0, 0.5))
     ax.set_title(
         f"{study.model}: the {len(top)} best-generalising probes of {len(ranking)}\n"
         f"(pair-wise ranking, {layers_note(study)})"
