@@ -59,7 +59,13 @@ class SyntheticSource:
             offsets = rng.standard_normal((len(np.unique(group_ids)), 8), dtype=np.float32)
             _, codes = np.unique(group_ids, return_inverse=True)
             X[:, :8] += 3 * offsets[codes]  # per-group offsets, as prompts of one question share
-            meta = {"labels": labels, "groups": group_ids.astype(object), "splits": splits}
+            # Row columns built once, as the cache reader holds them (layer reads slice them).
+            meta = {
+                "labels": labels,
+                "groups": group_ids.astype(object),
+                "splits": splits.astype(object),
+                "row_ids": np.arange(n_rows).astype(str).astype(object),
+            }
             self.data[f"ds{d:02d}"] = (torch.from_numpy(X).to(torch.bfloat16), meta)
 
     def layers(self, dataset: str) -> list[int]:
@@ -82,8 +88,8 @@ class SyntheticSource:
             labels=meta["labels"][index],
             groups=meta["groups"][index],
             answer_types=None,
-            splits=meta["splits"][index].astype(object),
-            row_ids=np.arange(len(meta["labels"]))[index].astype(str).astype(object),
+            splits=meta["splits"][index],
+            row_ids=meta["row_ids"][index],
         )
 
 
