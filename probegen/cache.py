@@ -354,10 +354,11 @@ class CachedDataset:
         return Activations(X=X, **{name: pick(c) for name, c in self._columns.items()})
 
 
-def project_rows(stored, start: int, n: int, W: torch.Tensor, chunk: int = 1024) -> np.ndarray:
+def project_rows(stored, start: int, n: int, W: torch.Tensor, chunk: int = 512) -> np.ndarray:
     """stored[start:start+n] @ W in float32, converting `chunk` rows at a time so each chunk
     is still in the CPU cache when it is multiplied. `stored` is a tensor or a safetensors
-    slice (both index by row ranges)."""
+    slice (both index by row ranges). 512 rows (5 MB in float32 at hidden 2560) measured
+    10-25% faster than 1024 on the 2-core dev CPU; smaller chunks pay per-call overhead."""
     out = torch.empty(n, W.shape[1], dtype=torch.float32)
     for a in range(0, n, chunk):
         b = min(n, a + chunk)
