@@ -284,3 +284,22 @@ def test_ccs_fit_failed(case, data):
     with pytest.raises(FitFailed, match="did not converge|non-finite"):
         probe.fit(X, y, groups=groups)
     assert issubclass(FitFailed, RuntimeError)
+
+
+def test_ccs_gradient_written_out_matches_autograd():
+    from probegen.probes.ccs import ccs_loss, objective_and_grad
+
+    rng = np.random.default_rng(4)
+    a, b = (torch.from_numpy(rng.standard_normal((50, 6))) for _ in range(2))
+    b[:5] = a[:5]  # identical sides: p == q, torch.minimum's tie rule applies
+    W = torch.from_numpy(rng.standard_normal((6, 3))).requires_grad_()
+    bias = torch.from_numpy(rng.standard_normal(3)).requires_grad_()
+    auto = (
+        ccs_loss(torch.sigmoid(a @ W + bias), torch.sigmoid(b @ W + bias)) + 0.01 * (W**2).sum(0)
+    ).sum()
+    auto.backward()
+    auto = auto.detach()
+    total, gW, gb = objective_and_grad(a, b, W.detach(), bias.detach(), 0.01)
+    assert float(total) == pytest.approx(auto.item(), rel=1e-14)
+    torch.testing.assert_close(gW, W.grad, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(gb, bias.grad, rtol=1e-12, atol=1e-14)
