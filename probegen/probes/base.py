@@ -124,16 +124,17 @@ def center_by(X: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
     return X - (sums / counts[:, None])[code]
 
 
-def orient(w: torch.Tensor, X: torch.Tensor, y) -> torch.Tensor:
+def orient(w: torch.Tensor, X: torch.Tensor, y, s: torch.Tensor | None = None) -> torch.Tensor:
     """Sign convention for label-free probes: when labels are given (and both classes occur),
     flip w so that true rows score at least as high as false rows on average. The original
-    study also calibrates sign with labels, and the eval stage can flip again (DESIGN §6)."""
+    study also calibrates sign with labels, and the eval stage can flip again (DESIGN §6).
+    `s`: the scores X @ w when the caller has them already."""
     if y is None:
         return w
     y = torch.from_numpy(np.asarray(y).astype(bool).reshape(-1))
     if y.all() or not y.any():
         return w
-    s = X @ w.to(X.dtype)
+    s = X @ w.to(X.dtype) if s is None else s
     return -w if s[y].mean() < s[~y].mean() else w
 
 

@@ -40,8 +40,10 @@ class _CentredDirection(BaseProbe):
         self.random_state = random_state
 
     def _finish(self, w: torch.Tensor, X: torch.Tensor, y) -> BaseProbe:
-        w = orient(w, X, y)
-        self._set_direction(w, -float(X.mean(0).double() @ w.double()))
+        s = (X @ w.to(X.dtype)).double()  # one pass for both the sign and the intercept
+        oriented = orient(w, X, y, s)
+        mean = float(s.mean()) if oriented is w else -float(s.mean())
+        self._set_direction(oriented, -mean)
         return self
 
 
