@@ -88,18 +88,35 @@ class EvalSet:
         """Share of informative groups whose top-scoring row is true, per column of S
         (of -S when `negated`); NaN when no group is informative."""
         S = _as_scores(S, self.n_rows)
+        if negated:
+            return self._grouped_both(S)[S.shape[1] :]
+        return self._grouped_both(S, negated_too=False)
+
+    def _grouped_both(self, S: np.ndarray, negated_too: bool = True) -> np.ndarray:
+        """Grouped accuracy of the columns of S, then (`negated_too`) of those of -S, from one
+        walk over the slots: -S's top row is S's bottom row, with the same tie-break."""
+        k = S.shape[1]
         if not self.n_groups:
-            return np.full(S.shape[1], np.nan)
-        best = S[self._slots[0]]  # [groups, k]: the best score so far
-        correct = np.repeat(self.labels[self._slots[0]][:, None], S.shape[1], axis=1)
+            return np.full(2 * k if negated_too else k, np.nan)
+        top = S[self._slots[0]]  # [groups, k]: the best score so far
+        top_true = np.repeat(self.labels[self._slots[0]][:, None], k, axis=1)
+        if negated_too:
+            bottom, bottom_true = top.copy(), top_true.copy()
         for rows in self._slots[1:]:
             c = len(rows)  # only the first c groups have this many rows
-            score = S[rows]
-            wins = score < best[:c] if negated else score > best[:c]
-            best[:c] = np.where(wins, score, best[:c])
-            correct[:c] = np.where(wins, self.labels[rows][:, None], correct[:c])
-        accuracy = correct.mean(axis=0)
-        return np.where(np.isnan(S).any(axis=0), np.nan, accuracy)
+            score, true = S[rows], self.labels[rows][:, None]
+            wins = score > top[:c]  # strictly: ties keep the earlier, higher-priority row
+            np.maximum(top[:c], score, out=top[:c])
+            np.copyto(top_true[:c], true, where=wins)
+            if negated_too:
+                wins = score < bottom[:c]
+                np.minimum(bottom[:c], score, out=bottom[:c])
+                np.copyto(bottom_true[:c], true, where=wins)
+        accuracy = top_true.mean(axis=0)
+        if negated_too:
+            accuracy = np.concatenate([accuracy, bottom_true.mean(axis=0)])
+        nan = np.isnan(S).any(axis=0)
+        return np.where(np.tile(nan, 2) if negated_too else nan, np.nan, accuracy)
 
     def auroc(self, S: np.ndarray) -> np.ndarray:
         """Area under the ROC curve per column: Mann-Whitney U of the true rows against the
@@ -132,9 +149,7 @@ class EvalSet:
             S = S * np.asarray(signs, dtype=S.dtype)[None, :]
         au = self.auroc(S)
         if self.grouped:
-            n, acc = self.n_groups, self.grouped_accuracy(S)
-            if signs is None:
-                acc = np.concatenate([acc, self.grouped_accuracy(S, negated=True)])
+            n, acc = self.n_groups, self._grouped_both(S, negated_too=signs is None)
         else:
             both = S if signs is not None else np.hstack([S, -S])
             n, acc = self.n_rows, roc_threshold_accuracy(both, self.labels)

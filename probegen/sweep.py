@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -217,17 +218,24 @@ def score_layer(
                     )
                 continue
             result = eval_set.score(scored.X[index], signs)
-            for j, name in enumerate(names):
-                auroc = result.auroc[j]
+            # tolist(): plain Python numbers in one call each, not one numpy scalar per cell
+            columns = zip(
+                names,
+                result.accuracy.tolist(),
+                result.auroc.tolist(),
+                result.is_flipped.tolist(),
+                strict=True,
+            )
+            for name, accuracy, auroc, flipped in columns:
                 rows.append(
                     base_row(spec, name, layer)
                     | {
                         "eval_dataset": eval_name,
                         "eval_split": split,
-                        "accuracy": float(result.accuracy[j]),
+                        "accuracy": accuracy,
                         "n": int(result.n),
-                        "auroc": None if np.isnan(auroc) else float(auroc),
-                        "is_flipped": bool(result.is_flipped[j]),
+                        "auroc": None if math.isnan(auroc) else auroc,
+                        "is_flipped": flipped,
                         "status": "ok",
                         "reason": "",
                         "fit_seconds": fitted[name][2],

@@ -41,6 +41,7 @@ class SyntheticSource:
         truth = rng.standard_normal(hidden).astype(np.float32)
         truth /= np.linalg.norm(truth)
         self.data: dict[str, tuple[torch.Tensor, dict]] = {}
+        self._indices: dict[tuple, slice | np.ndarray] = {}
         for d in range(n_datasets):
             own = rng.standard_normal(hidden).astype(np.float32)
             direction = truth + 0.7 * own / np.linalg.norm(own)
@@ -71,9 +72,17 @@ class SyntheticSource:
     def layers(self, dataset: str) -> list[int]:
         return self._layers
 
+    def _index(self, dataset: str, splits) -> slice | np.ndarray:
+        """Rows of `splits`, memoised as the cache reader does."""
+        key = (dataset, None if splits is None else tuple(splits))
+        if key not in self._indices:
+            splits_of = self.data[dataset][1]["splits"]
+            self._indices[key] = slice(None) if splits is None else rows_of(splits_of, splits)
+        return self._indices[key]
+
     def project(self, dataset: str, layer: int, W: torch.Tensor, splits=None) -> Activations:
         X, meta = self.data[dataset]
-        index = slice(None) if splits is None else rows_of(meta["splits"], splits)
+        index = self._index(dataset, splits)
         start, stop, _ = index.indices(len(X))
         scores = project_rows(X, start, stop - start, W)
         acts = self.load(dataset, layer, splits, with_x=False)
@@ -82,7 +91,7 @@ class SyntheticSource:
 
     def load(self, dataset: str, layer: int, splits=None, with_x=True) -> Activations:
         X, meta = self.data[dataset]
-        index = slice(None) if splits is None else rows_of(meta["splits"], splits)
+        index = self._index(dataset, splits)
         return Activations(
             X=X[index].to(torch.float32).numpy() if with_x else None,
             labels=meta["labels"][index],
