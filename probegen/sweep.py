@@ -27,7 +27,7 @@ from safetensors.torch import save_file
 from probegen import cache
 from probegen.cache import Activations, rows_of
 from probegen.evaluation import EvalSet, train_signs
-from probegen.probes import FitFailed, NeedsGroups, OneClass, make_probe
+from probegen.probes import BaseProbe, FitFailed, NeedsGroups, OneClass, make_probe
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +117,9 @@ def run_job(spec: JobSpec, source: ActivationSource) -> JobOutput:
     rows: list[dict] = []
     directions: dict[str, np.ndarray] = {}
     eval_rows: dict[str, EvalRows] = {}
+    warm: dict[str, BaseProbe] = {}
     for layer in layers:
-        fitted = fit_layer(spec, source, layer, rows)
+        fitted = fit_layer(spec, source, layer, rows, warm)
         for name, (coef, _, _) in fitted.items():
             directions[f"{name}/layer.{layer}"] = coef
         score_layer(spec, source, layer, fitted, rows, eval_rows)
@@ -128,11 +129,26 @@ def run_job(spec: JobSpec, source: ActivationSource) -> JobOutput:
     return JobOutput(results, directions)
 
 
+def new_probe(spec: JobSpec) -> BaseProbe:
+    """The job's probe. Probes with a `warm_start` option (LR, LR-G) get warm_start=True
+    unless the job sets it: a train dataset's fit at one layer starts from its solution at
+    the previous layer (convex objectives: same optimum, fewer iterations)."""
+    probe = make_probe(spec.probe, **spec.probe_params)
+    if "warm_start" in probe.get_params() and "warm_start" not in spec.probe_params:
+        probe.set_params(warm_start=True)
+    return probe
+
+
 def fit_layer(
-    spec: JobSpec, source: ActivationSource, layer: int, rows: list[dict]
+    spec: JobSpec,
+    source: ActivationSource,
+    layer: int,
+    rows: list[dict],
+    warm: dict[str, BaseProbe] | None = None,
 ) -> dict[str, tuple[np.ndarray, float, float]]:
     """Fit on each train dataset; returns name -> (coef, train sign, seconds). Records
-    skipped/failed rows for every eval set of a train set that could not be fitted."""
+    skipped/failed rows for every eval set of a train set that could not be fitted.
+    `warm` keeps, per train dataset, a warm-starting probe from one layer to the next."""
     fitted = {}
     for name in spec.train:
         start = time.perf_counter()
@@ -140,7 +156,11 @@ def fit_layer(
             train = source.load(name, layer, ("train",))
             if len(train.labels) == 0:
                 raise OneClass(f"dataset {name!r} has no train rows")
-            probe = make_probe(spec.probe, **spec.probe_params)
+            probe = warm.get(name) if warm is not None else None
+            if probe is None:
+                probe = new_probe(spec)
+                if warm is not None and getattr(probe, "warm_start", False):
+                    warm[name] = probe
             probe.fit(train.X, train.labels, groups=train.groups, answer_types=train.answer_types)
             coef = np.asarray(probe.coef_, dtype=np.float32)
             if not np.isfinite(coef).all():

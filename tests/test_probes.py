@@ -303,3 +303,27 @@ def test_ccs_gradient_written_out_matches_autograd():
     assert float(total) == pytest.approx(auto.item(), rel=1e-14)
     torch.testing.assert_close(gW, W.grad, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(gb, bias.grad, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", ["lr", "lr-g"])
+def test_lr_warm_start_reaches_the_cold_optimum(name):
+    # The sweep refits a train dataset layer after layer from the previous solution. LR is
+    # strictly convex: a warm start must reach the same optimum as a cold start (checked at
+    # a tight tolerance), in fewer iterations when the data moved little; and a start worse
+    # than w = 0 (here: a huge, unrelated direction) must be dropped for the cold one.
+    X, y, groups, _ = paired(n_groups=200, d=60, signal=1.0, offset=1.0, seed=5)
+    rng = np.random.default_rng(6)
+    X2 = (X + 0.2 * rng.standard_normal(X.shape)).astype(np.float32)  # the "next layer"
+    cold = make_probe(name, tol=1e-9, max_iter=2000).fit(X2, y, groups=groups)
+    warm = make_probe(name, tol=1e-9, max_iter=2000, warm_start=True).fit(X, y, groups=groups)
+    warm.fit(X2, y, groups=groups)
+    np.testing.assert_allclose(warm.coef_, cold.coef_, rtol=1e-4, atol=1e-5)
+    assert warm.intercept_ == pytest.approx(cold.intercept_, abs=1e-4)
+    assert warm.n_iter_ < cold.n_iter_
+    bad = make_probe(name, tol=1e-9, max_iter=2000, warm_start=True)
+    bad.coef_, bad.intercept_ = 1e3 * rng.standard_normal(X.shape[1]).astype(np.float32), 5.0
+    bad.fit(X2, y, groups=groups)
+    np.testing.assert_allclose(bad.coef_, cold.coef_, rtol=1e-4, atol=1e-5)
+    # warm_start=False (the default) ignores a previous solution
+    again = make_probe(name, tol=1e-9, max_iter=2000).fit(X, y, groups=groups).fit(X2, y, groups)
+    assert again.n_iter_ == cold.n_iter_

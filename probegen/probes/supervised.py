@@ -168,7 +168,14 @@ class LDAProbe(BaseProbe):
         return self
 
 
-def _logistic(X: torch.Tensor, y: np.ndarray, C: float, max_iter: int, tol: float):
+def _logistic(
+    X: torch.Tensor,
+    y: np.ndarray,
+    C: float,
+    max_iter: int,
+    tol: float,
+    init: tuple[np.ndarray, float] | None = None,
+):
     """min_w,b 0.5 |w|^2 + C sum_i log(1 + exp(-s_i (x_i.w + b))), s_i = +-1: the objective of
     sklearn's LogisticRegression(C=C) (L2 penalty, unpenalised intercept).
 
@@ -178,6 +185,8 @@ def _logistic(X: torch.Tensor, y: np.ndarray, C: float, max_iter: int, tol: floa
       u_j = w_j sqrt(1 + C/4 sum_i x_ij^2). Activations have a few huge-variance features
       that otherwise make the problem badly conditioned; this halves the iterations.
     Stops when max|grad| <= tol * max|grad at 0| or after max_iter iterations.
+    `init` = (w, b) starts there instead of at 0 (warm start; the objective is strictly
+    convex, so the optimum is the same), unless its objective is worse than at 0.
     Returns (w float64 [d], b, iterations used).
     """
     mean = X.mean(0)
@@ -196,8 +205,16 @@ def _logistic(X: torch.Tensor, y: np.ndarray, C: float, max_iter: int, tol: floa
         loss = 0.5 * (w @ w) + C * torch.nn.functional.softplus(-m).sum()
         return loss, torch.cat([pw * gw, (pb * r.sum()).reshape(1)])
 
-    u = torch.zeros(d + 1, dtype=torch.float64, requires_grad=True)
-    g0 = value_and_grad(u.detach())[1].abs().max().item()
+    zero = torch.zeros(d + 1, dtype=torch.float64)
+    first = value_and_grad(zero)  # L-BFGS starts by evaluating its start point: reuse this
+    g0 = first[1].abs().max().item()
+    if init is not None:
+        w0 = torch.as_tensor(init[0], dtype=torch.float64)
+        start = torch.cat([w0 / pw, ((init[1] + mean.double() @ w0) / pb).reshape(1)])
+        warm = value_and_grad(start)
+        if torch.isfinite(warm[0]) and warm[0] < first[0]:
+            zero, first = start, warm
+    u = zero.clone().requires_grad_()
     opt = torch.optim.LBFGS(
         [u],
         lr=1,
@@ -207,9 +224,10 @@ def _logistic(X: torch.Tensor, y: np.ndarray, C: float, max_iter: int, tol: floa
         tolerance_change=0.0,
         line_search_fn="strong_wolfe",
     )
+    cached = [first]
 
     def closure():
-        loss, grad = value_and_grad(u.detach())
+        loss, grad = cached.pop() if cached else value_and_grad(u.detach())
         u.grad = grad
         return loss
 
@@ -223,19 +241,29 @@ def _logistic(X: torch.Tensor, y: np.ndarray, C: float, max_iter: int, tol: floa
 class LRProbe(BaseProbe):
     """Logistic regression with an L2 penalty, C = 1 (the LR probe of mishajw 2024; cf.
     Alain & Bengio 2016, "Understanding intermediate layers using linear classifier
-    probes"). Same objective as sklearn LogisticRegression(C=1.0); see `_logistic`."""
+    probes"). Same objective as sklearn LogisticRegression(C=1.0); see `_logistic`.
+
+    warm_start=True (as in sklearn): a refit starts from the previous solution. The sweep
+    uses it across layers of one train dataset; the objective is strictly convex, so only
+    the path changes, and the stopping rule stays relative to the gradient at w = 0."""
 
     name = "lr"
     requires_groups = False
 
-    def __init__(self, C: float = 1.0, max_iter: int = 200, tol: float = 1e-4):
+    def __init__(
+        self, C: float = 1.0, max_iter: int = 200, tol: float = 1e-4, warm_start: bool = False
+    ):
         self.C = C
         self.max_iter = max_iter
         self.tol = tol
+        self.warm_start = warm_start
 
     def _fit_rows(self, X: torch.Tensor, y: np.ndarray) -> None:
         both_classes(y, self.name)
-        w, b, self.n_iter_ = _logistic(X, y, self.C, self.max_iter, self.tol)
+        init = None
+        if self.warm_start and getattr(self, "coef_", np.empty(0)).shape == (X.shape[1],):
+            init = (self.coef_, self.intercept_)  # as sklearn's warm_start: the last solution
+        w, b, self.n_iter_ = _logistic(X, y, self.C, self.max_iter, self.tol, init)
         self._set_direction(w, b)
 
     def fit(self, X, y, groups=None, answer_types=None) -> LRProbe:
