@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from probegen.probes import PROBES, FitFailed, NeedsGroups, OneClass, make_probe
-from probegen.probes.base import top_direction
+from probegen.probes.base import top_direction, top_subspace
 from probegen.probes.supervised import _ledoit_wolf
 
 ALL = ["dim", "lda", "lr", "lr-g", "ccs", "pca", "pca-g", "lat", "random"]
@@ -217,6 +217,10 @@ def test_top_direction_krylov_matches_svd():
     A = torch.from_numpy(A - A.mean(0))
     exact = torch.linalg.svd(A, full_matrices=False)[2][0].numpy()
     assert cos(top_direction(A.float()).numpy(), exact) > 0.999
+    # top_direction orthonormalises the Krylov space in A's dtype (float32 here); the
+    # float64 orthonormalisation that CCS keeps must give the same direction.
+    wide = top_subspace(A.float(), 1, basis_dtype=torch.float64)[:, 0].numpy()
+    assert cos(top_direction(A.float()).numpy(), wide) > 1 - 1e-9
 
 
 def test_lat_finds_direction_of_pair_differences():

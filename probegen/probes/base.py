@@ -138,7 +138,14 @@ def orient(w: torch.Tensor, X: torch.Tensor, y, s: torch.Tensor | None = None) -
     return -w if s[y].mean() < s[~y].mean() else w
 
 
-def top_subspace(A: torch.Tensor, k: int, seed: int = 0, block: int = 16, steps: int = 5):
+def top_subspace(
+    A: torch.Tensor,
+    k: int,
+    seed: int = 0,
+    block: int = 16,
+    steps: int = 5,
+    basis_dtype: torch.dtype = torch.float64,
+):
     """Top-k right singular vectors of A (n x d) as a float64 [d, k] matrix with orthonormal
     columns, i.e. the first k principal components of the rows of A if A is centred.
 
@@ -146,6 +153,12 @@ def top_subspace(A: torch.Tensor, k: int, seed: int = 0, block: int = 16, steps:
     `steps` products with A^T A on a block of max(block, k) vectors, then Rayleigh-Ritz on
     the whole Krylov space: ~2 * steps + 1 passes over A instead of an O(n d min(n, d)) SVD.
     Blocks of 16+ vectors cost about as much per pass as a single vector (memory bound).
+
+    The Krylov space is orthonormalised in `basis_dtype`. Householder QR is backward
+    stable in float32 as well, and the blocks already carry A's float32 rounding, so for
+    the leading direction (PCA, LAT) float32 gives the same vector at half the cost (MKL's
+    float64 is slow on the dev CPU); CCS keeps float64, because its non-convex fit can
+    react to rounding-level changes of its subspace.
     """
     n, d = A.shape
     block = max(block, k)
@@ -157,16 +170,16 @@ def top_subspace(A: torch.Tensor, k: int, seed: int = 0, block: int = 16, steps:
     for _ in range(steps - 1):
         V = torch.linalg.qr(A.T @ (A @ V))[0]
         basis.append(V)
-    Q = torch.linalg.qr(torch.cat(basis, dim=1).double())[0]
+    Q = torch.linalg.qr(torch.cat(basis, dim=1).to(basis_dtype))[0]
     B = (A @ Q.to(A.dtype)).double()
     # B's top right singular vectors are the top eigenvectors of B^T B (a few block-sizes
     # wide): eigh of that small matrix costs a fraction of the SVD of B (n rows), and in
     # float64 the squared condition number is harmless for the leading vectors.
-    vectors = torch.linalg.eigh(B.T @ B)[1]  # ascending eigenvalues
-    return Q @ vectors[:, -k:].flip(1)
+    vectors = torch.linalg.eigh(B.T @ B)[1][:, -k:].flip(1)  # descending eigenvalues
+    return (Q @ vectors.to(Q.dtype).contiguous()).double()  # (flipped views skip BLAS)
 
 
 def top_direction(A: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """First principal direction of the rows of (centred) A: unit norm, float64 [d]."""
-    w = top_subspace(A, 1, seed=seed)[:, 0]
+    w = top_subspace(A, 1, seed=seed, basis_dtype=A.dtype)[:, 0]
     return w / w.norm()
