@@ -136,7 +136,8 @@ class CCSProbe(BaseProbe):
             a, b = A.double(), B.double()
         else:
             Q = top_subspace(A - B, min(self.n_components, *A.shape), seed=self.random_state)
-            a, b = (A @ Q.to(A.dtype)).double(), (B @ Q.to(B.dtype)).double()
+            basis = Q.to(A.dtype)
+            a, b = (A @ basis).double(), (B @ basis).double()
         # Burns et al.'s variance normalisation, per coordinate: makes the L2 penalty
         # scale-free. (In the principal basis this whitens the pair data.)
         scale = torch.cat([a, b]).std(0).clamp_min(1e-12)
@@ -182,7 +183,7 @@ class CCSProbe(BaseProbe):
         w = w if Q is None else Q @ w
         intercept = float(bias.detach()[best]) - float(centre @ w)
         if y is not None and y.any() and not y.all():
-            s = X.double() @ w + intercept
+            s = (X @ w.to(X.dtype)).double() + intercept  # (X.double() was a 2x copy of X)
             t = torch.from_numpy(y)
             if s[t].mean() < s[~t].mean():  # sign convention: see base.orient
                 w, intercept = -w, -intercept
