@@ -121,7 +121,10 @@ def center_by(X: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
     k = int(code.max()) + 1
     sums = torch.zeros(k, X.shape[1], dtype=X.dtype).index_add_(0, code, X)
     counts = torch.bincount(code, minlength=k).to(X.dtype)
-    return X - (sums / counts[:, None])[code]
+    # index_select + subtract in place into its output: one [n, d] buffer instead of two,
+    # and index_select is ~2x faster than advanced indexing here (same values).
+    out = torch.index_select(sums.div_(counts[:, None]), 0, code)
+    return torch.sub(X, out, out=out)
 
 
 def orient(w: torch.Tensor, X: torch.Tensor, y, s: torch.Tensor | None = None) -> torch.Tensor:

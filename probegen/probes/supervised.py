@@ -175,6 +175,7 @@ def _logistic(
     max_iter: int,
     tol: float,
     init: tuple[np.ndarray, float] | None = None,
+    centred: bool = False,
 ):
     """min_w,b 0.5 |w|^2 + C sum_i log(1 + exp(-s_i (x_i.w + b))), s_i = +-1: the objective of
     sklearn's LogisticRegression(C=C) (L2 penalty, unpenalised intercept).
@@ -187,10 +188,11 @@ def _logistic(
     Stops when max|grad| <= tol * max|grad at 0| or after max_iter iterations.
     `init` = (w, b) starts there instead of at 0 (warm start; the objective is strictly
     convex, so the optimum is the same), unless its objective is worse than at 0.
+    `centred`: X's column means are 0 already (group-centred rows); skips that copy of X.
     Returns (w float64 [d], b, iterations used).
     """
-    mean = X.mean(0)
-    Xc = X - mean
+    mean = torch.zeros(X.shape[1], dtype=X.dtype) if centred else X.mean(0)
+    Xc = X if centred else X - mean
     n, d = Xc.shape
     s = torch.from_numpy(np.where(y, 1.0, -1.0))
     Xn = Xc.numpy()
@@ -258,12 +260,12 @@ class LRProbe(BaseProbe):
         self.tol = tol
         self.warm_start = warm_start
 
-    def _fit_rows(self, X: torch.Tensor, y: np.ndarray) -> None:
+    def _fit_rows(self, X: torch.Tensor, y: np.ndarray, centred: bool = False) -> None:
         both_classes(y, self.name)
         init = None
         if self.warm_start and getattr(self, "coef_", np.empty(0)).shape == (X.shape[1],):
             init = (self.coef_, self.intercept_)  # as sklearn's warm_start: the last solution
-        w, b, self.n_iter_ = _logistic(X, y, self.C, self.max_iter, self.tol, init)
+        w, b, self.n_iter_ = _logistic(X, y, self.C, self.max_iter, self.tol, init, centred)
         self._set_direction(w, b)
 
     def fit(self, X, y, groups=None, answer_types=None) -> LRProbe:
@@ -286,5 +288,5 @@ class GroupedLRProbe(LRProbe):
             raise NeedsGroups("lr-g needs grouped data (a group id per row); got groups=None")
         X = as_tensor(X)
         y = labels(y, len(X))
-        self._fit_rows(center_by(X, codes(groups, len(X), "groups")), y)
+        self._fit_rows(center_by(X, codes(groups, len(X), "groups")), y, centred=True)
         return self
