@@ -146,7 +146,8 @@ class LDAProbe(BaseProbe):
         both_classes(y, self.name)
         m1, m0 = _class_means(X, y)
         means = torch.stack([m0, m1]).to(X.dtype)
-        W = X - means[torch.from_numpy(y.astype(np.int64))]  # within-class residuals
+        W = torch.index_select(means, 0, torch.from_numpy(y.astype(np.int64)))
+        W = torch.sub(X, W, out=W)  # within-class residuals (one buffer; see center_by)
         n, d = W.shape
         sq = _row_sq_norms(W)
         if self.shrinkage == "auto":
