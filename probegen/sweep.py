@@ -5,7 +5,8 @@ Layer-major order keeps memory flat: for a layer, each train set is loaded, fitt
 dropped; then each eval set is loaded once and scored by every direction of that layer with
 a single matmul (`probegen.evaluation` is vectorised over directions). What depends only on
 an eval set's rows (split indices, group codes, tie-break priorities) is derived at the
-first layer and reused at the others.
+first layer and reused at the others, and probes with a convex objective (LR, LR-G) start
+each train dataset's fit from its solution at the previous layer (`new_probe`).
 """
 
 from __future__ import annotations
