@@ -287,6 +287,21 @@ class CachedDataset:
                 )
         self.layers: list[int] = list(self.manifest["layers"])
         self.rows = pd.read_parquet(self.dir / ROWS)
+        # The row columns as arrays, converted once: every layer read hands out slices of them.
+        rows = self.rows
+        grouped = rows["group_id"].notna().any()
+        typed = rows["answer_type"].notna().any()
+        self._columns = {
+            "labels": rows["label"].to_numpy(dtype=bool),
+            "groups": rows["group_id"].to_numpy(dtype=object) if grouped else None,
+            "answer_types": rows["answer_type"].to_numpy(dtype=object) if typed else None,
+            "splits": rows["split"].to_numpy(dtype=object),
+            "row_ids": rows["row_id"].to_numpy(dtype=object),
+        }
+        for column in self._columns.values():
+            if column is not None:
+                column.setflags(write=False)  # shared by every Activations handed out
+        self._indices: dict[tuple[str, ...], np.ndarray | slice] = {}
 
     def layer(self, layer: int, index: np.ndarray | slice = slice(None)) -> np.ndarray:
         """Activations of one layer as float32 [rows, hidden], read from a memory map; only
@@ -327,26 +342,23 @@ class CachedDataset:
     def _index(self, splits: Sequence[str] | None) -> np.ndarray | slice:
         if splits is None:
             return slice(None)
-        return rows_of(self.rows["split"].to_numpy(), splits)
+        key = tuple(splits)
+        if key not in self._indices:
+            self._indices[key] = rows_of(self._columns["splits"], key)
+        return self._indices[key]
 
     def _with_rows(self, X: np.ndarray, index: np.ndarray | slice) -> Activations:
-        rows = self.rows
-        grouped = rows["group_id"].notna().any()
-        typed = rows["answer_type"].notna().any()
-        return Activations(
-            X=X,
-            labels=rows["label"].to_numpy(dtype=bool)[index],
-            groups=rows["group_id"].to_numpy(dtype=object)[index] if grouped else None,
-            answer_types=rows["answer_type"].to_numpy(dtype=object)[index] if typed else None,
-            splits=rows["split"].to_numpy(dtype=object)[index],
-            row_ids=rows["row_id"].to_numpy(dtype=object)[index],
-        )
+        def pick(column: np.ndarray | None) -> np.ndarray | None:
+            return None if column is None else column[index]
+
+        return Activations(X=X, **{name: pick(c) for name, c in self._columns.items()})
 
 
-def project_rows(stored, start: int, n: int, W: torch.Tensor, chunk: int = 1024) -> np.ndarray:
+def project_rows(stored, start: int, n: int, W: torch.Tensor, chunk: int = 512) -> np.ndarray:
     """stored[start:start+n] @ W in float32, converting `chunk` rows at a time so each chunk
     is still in the CPU cache when it is multiplied. `stored` is a tensor or a safetensors
-    slice (both index by row ranges)."""
+    slice (both index by row ranges). 512 rows (5 MB in float32 at hidden 2560) measured
+    10-25% faster than 1024 on the 2-core dev CPU; smaller chunks pay per-call overhead."""
     out = torch.empty(n, W.shape[1], dtype=torch.float32)
     for a in range(0, n, chunk):
         b = min(n, a + chunk)

@@ -3,13 +3,17 @@ it on every eval dataset × split, layer by layer.
 
 Layer-major order keeps memory flat: for a layer, each train set is loaded, fitted and
 dropped; then each eval set is loaded once and scored by every direction of that layer with
-a single matmul (`probegen.evaluation` is vectorised over directions).
+a single matmul (`probegen.evaluation` is vectorised over directions). What depends only on
+an eval set's rows (split indices, group codes, tie-break priorities) is derived at the
+first layer and reused at the others, and probes with a convex objective (LR, LR-G) start
+each train dataset's fit from its solution at the previous layer (`new_probe`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,9 +26,9 @@ import torch
 from safetensors.torch import save_file
 
 from probegen import cache
-from probegen.cache import Activations
-from probegen.evaluation import score, train_signs
-from probegen.probes import FitFailed, NeedsGroups, OneClass, make_probe
+from probegen.cache import Activations, rows_of
+from probegen.evaluation import EvalSet, train_signs
+from probegen.probes import BaseProbe, FitFailed, NeedsGroups, OneClass, make_probe
 
 log = logging.getLogger(__name__)
 
@@ -113,22 +117,39 @@ def run_job(spec: JobSpec, source: ActivationSource) -> JobOutput:
     layers = resolve_layers(spec, source)
     rows: list[dict] = []
     directions: dict[str, np.ndarray] = {}
+    eval_rows: dict[str, EvalRows] = {}
+    warm: dict[str, BaseProbe] = {}
     for layer in layers:
-        fitted = fit_layer(spec, source, layer, rows)
+        fitted = fit_layer(spec, source, layer, rows, warm)
         for name, (coef, _, _) in fitted.items():
             directions[f"{name}/layer.{layer}"] = coef
-        score_layer(spec, source, layer, fitted, rows)
+        score_layer(spec, source, layer, fitted, rows, eval_rows)
         log.info("%s %s layer %d: %d probes fitted", spec.model, spec.probe, layer, len(fitted))
     results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
     results["auroc"] = results["auroc"].astype("Float64")
     return JobOutput(results, directions)
 
 
+def new_probe(spec: JobSpec) -> BaseProbe:
+    """The job's probe. Probes with a `warm_start` option (LR, LR-G) get warm_start=True
+    unless the job sets it: a train dataset's fit at one layer starts from its solution at
+    the previous layer (convex objectives: same optimum, fewer iterations)."""
+    probe = make_probe(spec.probe, **spec.probe_params)
+    if "warm_start" in probe.get_params() and "warm_start" not in spec.probe_params:
+        probe.set_params(warm_start=True)
+    return probe
+
+
 def fit_layer(
-    spec: JobSpec, source: ActivationSource, layer: int, rows: list[dict]
+    spec: JobSpec,
+    source: ActivationSource,
+    layer: int,
+    rows: list[dict],
+    warm: dict[str, BaseProbe] | None = None,
 ) -> dict[str, tuple[np.ndarray, float, float]]:
     """Fit on each train dataset; returns name -> (coef, train sign, seconds). Records
-    skipped/failed rows for every eval set of a train set that could not be fitted."""
+    skipped/failed rows for every eval set of a train set that could not be fitted.
+    `warm` keeps, per train dataset, a warm-starting probe from one layer to the next."""
     fitted = {}
     for name in spec.train:
         start = time.perf_counter()
@@ -136,7 +157,11 @@ def fit_layer(
             train = source.load(name, layer, ("train",))
             if len(train.labels) == 0:
                 raise OneClass(f"dataset {name!r} has no train rows")
-            probe = make_probe(spec.probe, **spec.probe_params)
+            probe = warm.get(name) if warm is not None else None
+            if probe is None:
+                probe = new_probe(spec)
+                if warm is not None and getattr(probe, "warm_start", False):
+                    warm[name] = probe
             probe.fit(train.X, train.labels, groups=train.groups, answer_types=train.answer_types)
             coef = np.asarray(probe.coef_, dtype=np.float32)
             if not np.isfinite(coef).all():
@@ -155,41 +180,83 @@ def fit_layer(
     return fitted
 
 
+class EvalRows:
+    """One eval dataset's rows, prepared for scoring: per split, its row index and EvalSet.
+    Rows do not change with the layer; `matches` checks that before they are reused."""
+
+    def __init__(self, scored: Activations, seed: int):
+        self.labels, self.groups, self.splits = scored.labels, scored.groups, scored.splits
+        self.parts: dict[str, tuple[np.ndarray | slice, EvalSet]] = {}
+        for split in EVAL_SPLITS:
+            index = rows_of(self.splits, (split,))
+            groups = None if self.groups is None else self.groups[index]
+            self.parts[split] = (index, EvalSet(self.labels[index], groups, seed))
+
+    def matches(self, scored: Activations) -> bool:
+        def same(a, b) -> bool:
+            if a is None or b is None:
+                return a is b
+            return a is b or (a.shape == b.shape and np.array_equal(a, b))
+
+        return all(
+            same(mine, theirs)
+            for mine, theirs in [
+                (self.labels, scored.labels),
+                (self.groups, scored.groups),
+                (self.splits, scored.splits),
+            ]
+        )
+
+
 def score_layer(
     spec: JobSpec,
     source: ActivationSource,
     layer: int,
     fitted: dict[str, tuple[np.ndarray, float, float]],
     rows: list[dict],
+    eval_rows: dict[str, EvalRows] | None = None,
 ) -> None:
+    """Score every direction of `fitted` on each eval set and split; `eval_rows` carries the
+    prepared rows of each eval set from one layer to the next."""
     if not fitted:
         return
+    eval_rows = {} if eval_rows is None else eval_rows
     names = list(fitted)
     W = torch.from_numpy(np.stack([fitted[n][0] for n in names], axis=1))  # [hidden, k]
     signs = np.array([fitted[n][1] for n in names]) if spec.sign == "train" else None
     for eval_name in spec.eval:
         scored = source.project(eval_name, layer, W, EVAL_SPLITS)
+        prepared = eval_rows.get(eval_name)
+        if prepared is None or not prepared.matches(scored):
+            prepared = eval_rows[eval_name] = EvalRows(scored, spec.seed)
         for split in EVAL_SPLITS:
-            part = scored.split(split)
-            if len(part.labels) == 0:
+            index, eval_set = prepared.parts[split]
+            if eval_set.n_rows == 0:
                 for name in names:
                     rows.append(
                         base_row(spec, name, layer)
                         | empty_row(eval_name, split, "skipped", f"{eval_name} has no {split} rows")
                     )
                 continue
-            result = score(part.X, part.labels, part.groups, signs=signs, seed=spec.seed)
-            for j, name in enumerate(names):
-                auroc = result.auroc[j]
+            result = eval_set.score(scored.X[index], signs)
+            # tolist(): plain Python numbers in one call each, not one numpy scalar per cell
+            columns = zip(
+                names,
+                result.accuracy.tolist(),
+                result.auroc.tolist(),
+                result.is_flipped.tolist(),
+                strict=True,
+            )
+            for name, accuracy, auroc, flipped in columns:
                 rows.append(
                     base_row(spec, name, layer)
                     | {
                         "eval_dataset": eval_name,
                         "eval_split": split,
-                        "accuracy": float(result.accuracy[j]),
+                        "accuracy": accuracy,
                         "n": int(result.n),
-                        "auroc": None if np.isnan(auroc) else float(auroc),
-                        "is_flipped": bool(result.is_flipped[j]),
+                        "auroc": None if math.isnan(auroc) else auroc,
+                        "is_flipped": flipped,
                         "status": "ok",
                         "reason": "",
                         "fit_seconds": fitted[name][2],

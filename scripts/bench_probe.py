@@ -41,6 +41,7 @@ class SyntheticSource:
         truth = rng.standard_normal(hidden).astype(np.float32)
         truth /= np.linalg.norm(truth)
         self.data: dict[str, tuple[torch.Tensor, dict]] = {}
+        self._indices: dict[tuple, slice | np.ndarray] = {}
         for d in range(n_datasets):
             own = rng.standard_normal(hidden).astype(np.float32)
             direction = truth + 0.7 * own / np.linalg.norm(own)
@@ -59,15 +60,29 @@ class SyntheticSource:
             offsets = rng.standard_normal((len(np.unique(group_ids)), 8), dtype=np.float32)
             _, codes = np.unique(group_ids, return_inverse=True)
             X[:, :8] += 3 * offsets[codes]  # per-group offsets, as prompts of one question share
-            meta = {"labels": labels, "groups": group_ids.astype(object), "splits": splits}
+            # Row columns built once, as the cache reader holds them (layer reads slice them).
+            meta = {
+                "labels": labels,
+                "groups": group_ids.astype(object),
+                "splits": splits.astype(object),
+                "row_ids": np.arange(n_rows).astype(str).astype(object),
+            }
             self.data[f"ds{d:02d}"] = (torch.from_numpy(X).to(torch.bfloat16), meta)
 
     def layers(self, dataset: str) -> list[int]:
         return self._layers
 
+    def _index(self, dataset: str, splits) -> slice | np.ndarray:
+        """Rows of `splits`, memoised as the cache reader does."""
+        key = (dataset, None if splits is None else tuple(splits))
+        if key not in self._indices:
+            splits_of = self.data[dataset][1]["splits"]
+            self._indices[key] = slice(None) if splits is None else rows_of(splits_of, splits)
+        return self._indices[key]
+
     def project(self, dataset: str, layer: int, W: torch.Tensor, splits=None) -> Activations:
         X, meta = self.data[dataset]
-        index = slice(None) if splits is None else rows_of(meta["splits"], splits)
+        index = self._index(dataset, splits)
         start, stop, _ = index.indices(len(X))
         scores = project_rows(X, start, stop - start, W)
         acts = self.load(dataset, layer, splits, with_x=False)
@@ -76,14 +91,14 @@ class SyntheticSource:
 
     def load(self, dataset: str, layer: int, splits=None, with_x=True) -> Activations:
         X, meta = self.data[dataset]
-        index = slice(None) if splits is None else rows_of(meta["splits"], splits)
+        index = self._index(dataset, splits)
         return Activations(
             X=X[index].to(torch.float32).numpy() if with_x else None,
             labels=meta["labels"][index],
             groups=meta["groups"][index],
             answer_types=None,
-            splits=meta["splits"][index].astype(object),
-            row_ids=np.arange(len(meta["labels"]))[index].astype(str).astype(object),
+            splits=meta["splits"][index],
+            row_ids=meta["row_ids"][index],
         )
 
 

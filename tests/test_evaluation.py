@@ -7,6 +7,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from probegen.evaluation import (
+    EvalSet,
     auroc,
     grouped_accuracy,
     roc_threshold_accuracy,
@@ -143,3 +144,42 @@ def test_vectorised_equals_reference_loops():
     one = score(S[:, :1], y, g)
     many = score(S, y, g)
     assert many.accuracy[0] == one.accuracy[0] and many.is_flipped[0] == one.is_flipped[0]
+
+
+def test_eval_set_matches_reference_on_both_signs_float32_and_nan():
+    # One EvalSet scores many matrices (as the sweep does for every layer); results must be
+    # those of the reference loops for the scores and their negation, with heavy ties.
+    rng = np.random.default_rng(5)
+    n, k = 600, 7
+    g = np.array([f"q{i}" for i in rng.integers(0, 150, size=n)], dtype=object)
+    y = rng.random(n) < 0.4
+    rows = EvalSet(y, g, seed=2)
+    codes = np.unique(g.astype(str), return_inverse=True)[1]
+    n_true, size = np.bincount(codes, weights=y), np.bincount(codes)
+    kept = np.flatnonzero(((n_true > 0) & (n_true < size))[codes])
+    kept = kept[np.argsort(codes[kept], kind="stable")]
+    priority = np.full(n, -1.0)
+    priority[kept] = np.random.default_rng(2).permutation(len(kept))
+    for trial in range(3):
+        S = np.round(rng.normal(size=(n, k)) + y[:, None] * 0.3, trial).astype(np.float32)
+        result = rows.score(S)
+        assert result.n == len(np.unique(codes[kept]))
+        for j in range(k):
+            up, _ = reference_grouped(S[:, j], y, g, priority)
+            down, _ = reference_grouped(-S[:, j], y, g, priority)
+            assert result.is_flipped[j] == (down > up)
+            assert result.accuracy[j] == pytest.approx(max(up, down))
+            au = roc_auc_score(y, S[:, j])
+            assert result.auroc[j] == pytest.approx(1 - au if down > up else au, abs=1e-12)
+        wide = rows.score(S.astype(np.float64))
+        np.testing.assert_array_equal(wide.accuracy, result.accuracy)
+        np.testing.assert_array_equal(wide.auroc, result.auroc)
+        signs = np.where(rng.random(k) < 0.5, -1.0, 1.0)
+        fixed = rows.score(S, signs=signs)
+        for j in range(k):
+            ref, _ = reference_grouped(S[:, j] * signs[j], y, g, priority)
+            assert fixed.accuracy[j] == pytest.approx(ref)
+    S[3, 1] = np.nan  # an undefined score makes its column undefined, not a crash
+    result = rows.score(S)
+    assert np.isnan(result.accuracy[1]) and np.isnan(result.auroc[1])
+    assert not np.isnan(result.accuracy[[0, 2]]).any()

@@ -174,6 +174,46 @@ def test_train_sign_policy_fixes_the_sign_on_the_train_split():
     assert (runs["eval"]["accuracy"] > 0.9).all() and runs["eval"]["is_flipped"].all()
 
 
+def test_eval_rows_prepared_once_are_rebuilt_when_rows_differ():
+    # Eval rows are prepared at the first layer and reused; a source whose rows differ
+    # between layers must get them prepared again. Either way each layer's results must be
+    # those of a job over that layer alone.
+    class Shifting(ArraySource):
+        def load(self, dataset, layer, splits=None):
+            acts = super().load(dataset, layer, splits)
+            if layer == 2:
+                acts.labels = acts.labels.copy()
+                acts.labels[::3] = ~acts.labels[::3]
+            return acts
+
+    for source in (ArraySource(), Shifting()):
+        spec = JobSpec("m", "dim", train=["pairs"], eval=["pairs", "flat"], layers=[0, 2])
+        both = run_job(spec, source).results
+        for layer in (0, 2):
+            spec.layers = [layer]
+            alone = run_job(spec, source).results
+            mine = both[both["layer"] == layer].reset_index(drop=True)
+            pd.testing.assert_frame_equal(
+                mine.drop(columns="fit_seconds"), alone.drop(columns="fit_seconds")
+            )
+
+
+def test_lr_warm_starts_across_layers_unless_the_job_says_otherwise():
+    # ArraySource serves the same activations at layers 0 and 2: a warm start at layer 2
+    # begins at layer 0's solution, which is already optimal, and keeps it exactly; a cold
+    # fit reaches the same optimum within the solver's tolerance.
+    source = ArraySource()
+    spec = JobSpec("m", "lr", train=["pairs"], eval=["pairs"], layers=[0, 2])
+    warm = run_job(spec, source)
+    d0, d2 = warm.directions["pairs/layer.0"], warm.directions["pairs/layer.2"]
+    np.testing.assert_allclose(d0, d2, rtol=1e-6)
+    spec.probe_params = {"warm_start": False}
+    cold = run_job(spec, source)
+    np.testing.assert_allclose(cold.directions["pairs/layer.2"], d2, rtol=1e-2, atol=1e-3)
+    cols = ["layer", "eval_split", "accuracy", "n", "is_flipped", "status"]
+    pd.testing.assert_frame_equal(warm.results[cols], cold.results[cols])
+
+
 def test_local_parallel_launcher_runs_the_sweep(tiny_cache, tmp_path):
     run = probe(tmp_path, tiny_cache, "-m", "hydra/launcher=local", "hydra.launcher.n_jobs=2",
                 "probe=dim,random", "train=synthetic_capitals", "eval=synthetic_capitals",

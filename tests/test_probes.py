@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from probegen.probes import PROBES, FitFailed, NeedsGroups, OneClass, make_probe
-from probegen.probes.base import top_direction
+from probegen.probes.base import top_direction, top_subspace
 from probegen.probes.supervised import _ledoit_wolf
 
 ALL = ["dim", "lda", "lr", "lr-g", "ccs", "pca", "pca-g", "lat", "random"]
@@ -217,6 +217,10 @@ def test_top_direction_krylov_matches_svd():
     A = torch.from_numpy(A - A.mean(0))
     exact = torch.linalg.svd(A, full_matrices=False)[2][0].numpy()
     assert cos(top_direction(A.float()).numpy(), exact) > 0.999
+    # top_direction orthonormalises the Krylov space in A's dtype (float32 here); the
+    # float64 orthonormalisation that CCS keeps must give the same direction.
+    wide = top_subspace(A.float(), 1, basis_dtype=torch.float64)[:, 0].numpy()
+    assert cos(top_direction(A.float()).numpy(), wide) > 1 - 1e-9
 
 
 def test_lat_finds_direction_of_pair_differences():
@@ -284,3 +288,46 @@ def test_ccs_fit_failed(case, data):
     with pytest.raises(FitFailed, match="did not converge|non-finite"):
         probe.fit(X, y, groups=groups)
     assert issubclass(FitFailed, RuntimeError)
+
+
+def test_ccs_gradient_written_out_matches_autograd():
+    from probegen.probes.ccs import ccs_loss, objective_and_grad
+
+    rng = np.random.default_rng(4)
+    a, b = (torch.from_numpy(rng.standard_normal((50, 6))) for _ in range(2))
+    b[:5] = a[:5]  # identical sides: p == q, torch.minimum's tie rule applies
+    W = torch.from_numpy(rng.standard_normal((6, 3))).requires_grad_()
+    bias = torch.from_numpy(rng.standard_normal(3)).requires_grad_()
+    auto = (
+        ccs_loss(torch.sigmoid(a @ W + bias), torch.sigmoid(b @ W + bias)) + 0.01 * (W**2).sum(0)
+    ).sum()
+    auto.backward()
+    auto = auto.detach()
+    total, gW, gb = objective_and_grad(a, b, W.detach(), bias.detach(), 0.01)
+    assert float(total) == pytest.approx(auto.item(), rel=1e-14)
+    torch.testing.assert_close(gW, W.grad, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(gb, bias.grad, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", ["lr", "lr-g"])
+def test_lr_warm_start_reaches_the_cold_optimum(name):
+    # The sweep refits a train dataset layer after layer from the previous solution. LR is
+    # strictly convex: a warm start must reach the same optimum as a cold start (checked at
+    # a tight tolerance), in fewer iterations when the data moved little; and a start worse
+    # than w = 0 (here: a huge, unrelated direction) must be dropped for the cold one.
+    X, y, groups, _ = paired(n_groups=200, d=60, signal=1.0, offset=1.0, seed=5)
+    rng = np.random.default_rng(6)
+    X2 = (X + 0.2 * rng.standard_normal(X.shape)).astype(np.float32)  # the "next layer"
+    cold = make_probe(name, tol=1e-9, max_iter=2000).fit(X2, y, groups=groups)
+    warm = make_probe(name, tol=1e-9, max_iter=2000, warm_start=True).fit(X, y, groups=groups)
+    warm.fit(X2, y, groups=groups)
+    np.testing.assert_allclose(warm.coef_, cold.coef_, rtol=1e-4, atol=1e-5)
+    assert warm.intercept_ == pytest.approx(cold.intercept_, abs=1e-4)
+    assert warm.n_iter_ < cold.n_iter_
+    bad = make_probe(name, tol=1e-9, max_iter=2000, warm_start=True)
+    bad.coef_, bad.intercept_ = 1e3 * rng.standard_normal(X.shape[1]).astype(np.float32), 5.0
+    bad.fit(X2, y, groups=groups)
+    np.testing.assert_allclose(bad.coef_, cold.coef_, rtol=1e-4, atol=1e-5)
+    # warm_start=False (the default) ignores a previous solution
+    again = make_probe(name, tol=1e-9, max_iter=2000).fit(X, y, groups=groups).fit(X2, y, groups)
+    assert again.n_iter_ == cold.n_iter_

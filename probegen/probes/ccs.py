@@ -52,6 +52,28 @@ def ccs_loss(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return ((p - (1 - q)) ** 2).mean(0) + (torch.minimum(p, q) ** 2).mean(0)
 
 
+def objective_and_grad(
+    a: torch.Tensor, b: torch.Tensor, W: torch.Tensor, bias: torch.Tensor, weight_decay: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """sum over restarts (columns of W) of ccs_loss + weight_decay |w|^2, and its gradient in
+    W and bias, written out: the graph is a few [pairs, restarts] elementwise ops, for which
+    autograd's bookkeeping costs more than the arithmetic. Same formulas as autograd's
+    (torch.minimum's tie rule included), so L-BFGS follows the autograd path up to rounding.
+
+    The L2 penalty bounds the scale of w: without it the loss keeps falling as |w| grows and
+    saturated sigmoids let noise directions in.
+    """
+    with torch.no_grad():
+        p, q = torch.sigmoid(a @ W + bias), torch.sigmoid(b @ W + bias)
+        total = (ccs_loss(p, q) + weight_decay * (W**2).sum(0)).sum()
+        m = len(p)
+        g_gap = 2 * (p - (1 - q)) / m  # d consistency / dp, and / dq
+        g_low = 2 * torch.minimum(p, q) * torch.where(p == q, 0.5, 1.0) / m  # ties split
+        gp = (g_gap + torch.where(p <= q, g_low, 0.0)) * (p * (1 - p))  # through the sigmoid
+        gq = (g_gap + torch.where(q <= p, g_low, 0.0)) * (q * (1 - q))
+        return total, a.T @ gp + b.T @ gq + 2 * weight_decay * W, gp.sum(0) + gq.sum(0)
+
+
 class CCSProbe(BaseProbe):
     """CCS (Burns et al. 2022): a probe sigmoid(w.x + b) trained without labels so that the
     two sides of each contrast pair get complementary probabilities (consistency) that are
@@ -114,7 +136,8 @@ class CCSProbe(BaseProbe):
             a, b = A.double(), B.double()
         else:
             Q = top_subspace(A - B, min(self.n_components, *A.shape), seed=self.random_state)
-            a, b = (A @ Q.to(A.dtype)).double(), (B @ Q.to(B.dtype)).double()
+            basis = Q.to(A.dtype)
+            a, b = (A @ basis).double(), (B @ basis).double()
         # Burns et al.'s variance normalisation, per coordinate: makes the L2 penalty
         # scale-free. (In the principal basis this whitens the pair data.)
         scale = torch.cat([a, b]).std(0).clamp_min(1e-12)
@@ -131,11 +154,6 @@ class CCSProbe(BaseProbe):
         def losses() -> torch.Tensor:
             return ccs_loss(torch.sigmoid(a @ W + bias), torch.sigmoid(b @ W + bias))
 
-        def objective() -> torch.Tensor:
-            # The L2 penalty bounds the scale of w: without it the loss keeps falling as
-            # |w| grows and saturated sigmoids let noise directions in.
-            return (losses() + self.weight_decay * (W**2).sum(0)).sum()
-
         if self.max_iter > 0:
             opt = torch.optim.LBFGS(
                 [W, bias],
@@ -146,9 +164,8 @@ class CCSProbe(BaseProbe):
             )
 
             def closure():
-                opt.zero_grad()
-                total = objective()  # restarts are independent: summing decouples them
-                total.backward()
+                # restarts are independent: summing their objectives decouples them
+                total, W.grad, bias.grad = objective_and_grad(a, b, W, bias, self.weight_decay)
                 return total
 
             opt.step(closure)
@@ -166,7 +183,7 @@ class CCSProbe(BaseProbe):
         w = w if Q is None else Q @ w
         intercept = float(bias.detach()[best]) - float(centre @ w)
         if y is not None and y.any() and not y.all():
-            s = X.double() @ w + intercept
+            s = (X @ w.to(X.dtype)).double() + intercept  # (X.double() was a 2x copy of X)
             t = torch.from_numpy(y)
             if s[t].mean() < s[~t].mean():  # sign convention: see base.orient
                 w, intercept = -w, -intercept

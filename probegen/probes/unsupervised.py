@@ -40,8 +40,10 @@ class _CentredDirection(BaseProbe):
         self.random_state = random_state
 
     def _finish(self, w: torch.Tensor, X: torch.Tensor, y) -> BaseProbe:
-        w = orient(w, X, y)
-        self._set_direction(w, -float(X.mean(0).double() @ w.double()))
+        s = (X @ w.to(X.dtype)).double()  # one pass for both the sign and the intercept
+        oriented = orient(w, X, y, s)
+        mean = float(s.mean()) if oriented is w else -float(s.mean())
+        self._set_direction(oriented, -mean)
         return self
 
 
@@ -73,7 +75,9 @@ class GroupedPCAProbe(_CentredDirection):
             raise NeedsGroups("pca-g needs grouped data (a group id per row); got groups=None")
         X = as_tensor(X)
         A = center_by(X, codes(groups, len(X), "groups"))
-        w = top_direction(_normalise(A, answer_types), seed=self.random_state)
+        if answer_types is not None:  # without types, A's column means are already 0
+            A = _normalise(A, answer_types)
+        w = top_direction(A, seed=self.random_state)
         return self._finish(w, X, y)
 
 
@@ -95,7 +99,9 @@ class LATProbe(_CentredDirection):
         X = as_tensor(X)
         if len(X) < 2:
             raise ValueError("lat needs at least two rows to form a pair")
-        A = _normalise(X, answer_types)
+        # Without answer types the normalisation subtracts one mean from every row, which
+        # cancels in each difference: pair the raw rows.
+        A = X if answer_types is None else _normalise(X, answer_types)
         order = np.random.default_rng(self.random_state).permutation(len(A))
         pairs = torch.from_numpy(order[: len(order) // 2 * 2].reshape(-1, 2))
         diffs = A[pairs[:, 0]] - A[pairs[:, 1]]
