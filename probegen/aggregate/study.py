@@ -12,6 +12,7 @@ import logging
 import math
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 import pandas as pd
 
@@ -69,12 +70,12 @@ class Study:
         """The lowest layer index that counts as 'later' (for labels)."""
         return math.ceil(self.min_layer)
 
-    @property
+    @cached_property
     def later(self) -> pd.DataFrame:
         """Recovered rows at the later layers."""
         return self.recovered[self.recovered["layer"] >= self.min_layer]
 
-    @property
+    @cached_property
     def cross(self) -> pd.DataFrame:
         """Later-layer rows scored on another dataset than the probe's train set, with a
         recovered value (eval-only datasets have no threshold)."""

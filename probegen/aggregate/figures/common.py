@@ -78,6 +78,13 @@ def boxes(ax, groups: list[tuple[str, np.ndarray]], colours: list[str], xlabel: 
         )
 
 
+def train_eval_heatmap(ax, values: np.ndarray, names: list[str], label: str) -> None:
+    """A square train (rows) × eval (columns) heat map over the same datasets."""
+    style.heatmap(ax, values, names, names, label=label)
+    ax.set_xlabel("evaluated on")
+    ax.set_ylabel("trained on")
+
+
 def matrix(
     rows: pd.DataFrame,
     index: str,

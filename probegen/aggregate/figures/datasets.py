@@ -10,7 +10,7 @@ from scipy.cluster import hierarchy
 from scipy.spatial.distance import squareform
 
 from probegen.aggregate import style
-from probegen.aggregate.figures.common import layers_note, matrix, need
+from probegen.aggregate.figures.common import layers_note, matrix, need, train_eval_heatmap
 from probegen.aggregate.figures.probes import NO_CROSS
 from probegen.aggregate.study import BASELINES, Study
 
@@ -62,9 +62,7 @@ def r3b_matrix(study: Study) -> Figure:
                     study.datasets)  # fmt: skip
     size = 0.42 * len(study.datasets) + 2.2
     fig, ax = style.new_figure(size + 1.2, size)
-    style.heatmap(ax, values, study.datasets, study.datasets, label="recovered accuracy")
-    ax.set_xlabel("evaluated on")
-    ax.set_ylabel("trained on")
+    train_eval_heatmap(ax, values, study.datasets, "recovered accuracy")
     ax.set_title(
         f"{study.model}: recovered accuracy of {algorithm} at layer {layer}\n"
         f"(the best algorithm × layer, chosen on train-hparams)"
@@ -114,9 +112,7 @@ def r3d_clustering(study: Study) -> Figure:
     left.spines["left"].set_visible(False)
     order = [names[i] for i in leaves]
     index = [names.index(n) for n in order]
-    style.heatmap(right, values[np.ix_(index, index)], order, order, label="recovered accuracy")
-    right.set_xlabel("evaluated on")
-    right.set_ylabel("trained on")
+    train_eval_heatmap(right, values[np.ix_(index, index)], order, "recovered accuracy")
     fig.suptitle(
         f"{study.model}: datasets clustered by how well probes transfer between them\n"
         f"(mean over algorithms and {layers_note(study)})"

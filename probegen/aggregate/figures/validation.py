@@ -14,7 +14,13 @@ from matplotlib.figure import Figure
 
 from probegen import datasets
 from probegen.aggregate import style
-from probegen.aggregate.figures.common import layers_note, matrix, need, shade_early_layers
+from probegen.aggregate.figures.common import (
+    layers_note,
+    matrix,
+    need,
+    shade_early_layers,
+    train_eval_heatmap,
+)
 from probegen.aggregate.study import Study
 
 ARC_EASY = "arc_easy"
@@ -64,13 +70,13 @@ def v2_got(study: Study) -> Figure:
     fig, axes = style.new_figure(size * len(algorithms) + 1.5, size, ncols=len(algorithms))
     for ax, algorithm in zip(np.atleast_1d(axes), algorithms, strict=True):
         rows = own[own["probe"] == algorithm]
-        layer = int(_best_layer_rows(rows.assign(all=0), ["all"])["layer"].iloc[0])
+        # the layer with the best mean train-hparams accuracy over the GoT pairs
+        by_layer = rows.groupby("layer")["accuracy_hparams"].mean()
+        layer = int(by_layer.sort_values(ascending=False, kind="stable").index[0])
         rows = rows[rows["layer"] == layer]
         values = matrix(rows, "train_dataset", "eval_dataset", "accuracy", names, names)
-        style.heatmap(ax, values, names, names, label="validation accuracy")
+        train_eval_heatmap(ax, values, names, "validation accuracy")
         ax.set_title(f"{algorithm}, layer {layer}")
-        ax.set_xlabel("evaluated on")
-        ax.set_ylabel("trained on")
     fig.suptitle(
         f"{study.model}: validation accuracy among the Geometry-of-Truth datasets\n"
         f"(Marks & Tegmark's check; layer chosen on train-hparams)"
