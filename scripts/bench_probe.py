@@ -9,14 +9,24 @@ in bf16, like the cache, and converted to float32 on every load, as the cache re
 
 Targets on the 2-core development CPU: the grid in < 3 minutes with peak memory < 4 GB.
 
-  python scripts/bench_probe.py                          # the full grid
+`--workers N` runs the jobs in N processes with cores // N torch threads each, as the local
+launcher does (`hydra/launcher=local`: joblib runs one job per core and limits each worker's
+OpenMP/BLAS threads to cores // n_jobs). Workers are forked after the data is generated, so
+they share it as jobs share the page-cached activation cache. Peak memory is the peak of the
+summed proportional set size (PSS: shared pages split between the processes sharing them) of
+the benchmark and its workers, sampled every 0.2 s.
+
+  python scripts/bench_probe.py                          # the full grid, jobs one after another
+  python scripts/bench_probe.py --workers 2              # the full grid, two jobs at a time
   python scripts/bench_probe.py --layers 2 --probes lr,dim   # a quick look
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
+import multiprocessing
+import os
+import threading
 import time
 
 import numpy as np
@@ -102,44 +112,112 @@ class SyntheticSource:
         )
 
 
+class PeakMemory:
+    """Peak of the summed PSS of this process and its children, sampled in a thread."""
+
+    def __init__(self, interval: float = 0.2):
+        self.peak, self._interval = 0, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    @staticmethod
+    def _pss(pid: int) -> int:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                return next(int(line.split()[1]) for line in f if line.startswith("Pss:")) * 1024
+        except (OSError, StopIteration):
+            return 0  # a worker that just exited
+
+    def _total(self) -> int:
+        pids = [os.getpid(), *(p.pid for p in multiprocessing.active_children())]
+        return sum(self._pss(pid) for pid in pids)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.peak = max(self.peak, self._total())
+
+    def __enter__(self) -> PeakMemory:
+        self.peak = self._total()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._total())
+
+
+# Set before the workers fork: they inherit the generated activations instead of copying them.
+_SOURCE: SyntheticSource | None = None
+_NAMES: tuple[list[str], list[str]] = ([], [])
+
+
+def _limit_threads(threads: int) -> None:
+    """What joblib's workers get from OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, ...: set here
+    because a forked worker has loaded its libraries already."""
+    from threadpoolctl import threadpool_limits  # installed with scikit-learn ([dev])
+
+    threadpool_limits(threads)
+    torch.set_num_threads(threads)
+
+
+def run_probe(probe: str) -> tuple:
+    """One job of the grid: `probe` on every train dataset × layer, as the sweep runs it."""
+    start = time.perf_counter()
+    train, evals = _NAMES
+    out = run_job(JobSpec("bench", probe, train=train, eval=evals), _SOURCE).results
+    fits = out.drop_duplicates(["train_dataset", "layer"])
+    return (
+        probe,
+        time.perf_counter() - start,
+        fits["fit_seconds"].sum(),
+        len(fits),
+        (out["status"] == "ok").sum(),
+        out.loc[(out.status == "ok") & (out.eval_split == "validation"), "accuracy"].mean(),
+    )
+
+
 def main() -> None:
+    global _SOURCE, _NAMES
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--probes", default=",".join(STUDY_PROBES))
     parser.add_argument("--train", type=int, default=17, help="train datasets")
     parser.add_argument("--eval", type=int, default=18, help="eval datasets (train ones first)")
     parser.add_argument("--layers", type=int, default=18)
     parser.add_argument("--hidden", type=int, default=2560)
+    parser.add_argument("--workers", type=int, default=1, help="jobs run at once (processes)")
     args = parser.parse_args()
 
     start = time.perf_counter()
     groups = {"train": 400, "train-hparams": 2000, "validation": 2000}
-    source = SyntheticSource(max(args.train, args.eval), args.hidden, groups, args.layers)
+    _SOURCE = SyntheticSource(max(args.train, args.eval), args.hidden, groups, args.layers)
     setup = time.perf_counter() - start
-    names = sorted(source.data)
+    names = sorted(_SOURCE.data)
+    _NAMES = (names[: args.train], names[: args.eval])
+    cores = os.cpu_count() or 1
+    threads = torch.get_num_threads() if args.workers == 1 else max(1, cores // args.workers)
     print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads; hidden {args.hidden}, "
-        f"{args.train} train × {args.layers} layers, {args.eval} eval datasets × 2 splits; "
-        f"data generated in {setup:.1f}s"
+        f"torch {torch.__version__}; {args.workers} job(s) at a time, {threads} thread(s) each; "
+        f"hidden {args.hidden}, {args.train} train × {args.layers} layers, {args.eval} eval "
+        f"datasets × 2 splits; data generated in {setup:.1f}s"
     )
-    total, per_probe = time.perf_counter(), {}
-    for probe in args.probes.split(","):
-        t = time.perf_counter()
-        spec = JobSpec("bench", probe, train=names[: args.train], eval=names[: args.eval])
-        out = run_job(spec, source).results
-        fits = out.drop_duplicates(["train_dataset", "layer"])
-        per_probe[probe] = (
-            time.perf_counter() - t,
-            fits["fit_seconds"].sum(),
-            len(fits),
-            (out["status"] == "ok").sum(),
-            out.loc[(out.status == "ok") & (out.eval_split == "validation"), "accuracy"].mean(),
-        )
-    wall = time.perf_counter() - total
-    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    probes = args.probes.split(",")
+    with PeakMemory() as memory:
+        total = time.perf_counter()
+        if args.workers == 1:
+            per_probe = [run_probe(p) for p in probes]
+        else:
+            # fork: workers share the parent's activations; chunksize 1 hands each free
+            # worker the next job in sweep order, as joblib does
+            context = multiprocessing.get_context("fork")
+            with context.Pool(args.workers, _limit_threads, (threads,)) as pool:
+                per_probe = list(pool.imap(run_probe, probes, chunksize=1))
+        wall = time.perf_counter() - total
+    peak_gb = memory.peak / 2**30
     print(
         f"\n{'probe':8} {'job s':>7} {'fit s':>7} {'fits':>5} {'ok rows':>8} {'mean val acc':>12}"
     )
-    for probe, (job_s, fit_s, n_fits, ok, acc) in per_probe.items():
+    for probe, job_s, fit_s, n_fits, ok, acc in per_probe:
         print(f"{probe:8} {job_s:7.1f} {fit_s:7.1f} {n_fits:5d} {ok:8d} {acc:12.3f}")
     print(
         f"\ngrid wall time {wall:.1f}s (target < 180s: {'PASS' if wall < 180 else 'FAIL'}); "

@@ -298,7 +298,7 @@ def test_bf16_cache_is_close_to_fp32(tmp_path):
     np.testing.assert_allclose(b, a, rtol=2e-2, atol=2e-2 * np.abs(a).max())
 
 
-def test_project_equals_load_then_matmul(reference):
+def test_project_equals_load_then_matmul(reference, threads):
     data = cache.CachedDataset(reference, "tiny", "got_larger_than")
     W = torch.randn(64, 3)
     for splits in (None, ("train",), ("validation", "train-hparams"), ("validation", "train")):

@@ -1,9 +1,10 @@
 """Shared pieces of the probes: errors, the estimator base class and linear-algebra helpers.
 
 Every probe is a linear score `X @ coef_ + intercept_` (DESIGN §6), so the job can batch
-many fitted probes into one matrix product. Fitting happens in torch on the CPU: torch's
-matrix-vector products are several times faster than numpy's here, and most probes are a
-handful of passes over X (n ~ 1e3 rows, d ~ 2.5e3 features), never a d x d matrix.
+many fitted probes into one matrix product. Fitting happens on the CPU, in torch, with
+the matrix-vector products of the iterative solvers done by whichever BLAS is faster
+(`probegen.blas`); most probes are a few dozen passes over X (n ~ 1e3 rows, d ~ 2.5e3
+features), never a d x d matrix.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ import inspect
 
 import numpy as np
 import pandas as pd
+import scipy.linalg
 import torch
+
+from probegen.blas import matvecs
 
 
 class NeedsGroups(ValueError):
@@ -147,7 +151,6 @@ def top_subspace(
     seed: int = 0,
     block: int = 16,
     steps: int = 5,
-    basis_dtype: torch.dtype = torch.float64,
 ):
     """Top-k right singular vectors of A (n x d) as a float64 [d, k] matrix with orthonormal
     columns, i.e. the first k principal components of the rows of A if A is centred.
@@ -157,11 +160,9 @@ def top_subspace(
     the whole Krylov space: ~2 * steps + 1 passes over A instead of an O(n d min(n, d)) SVD.
     Blocks of 16+ vectors cost about as much per pass as a single vector (memory bound).
 
-    The Krylov space is orthonormalised in `basis_dtype`. Householder QR is backward
-    stable in float32 as well, and the blocks already carry A's float32 rounding, so for
-    the leading direction (PCA, LAT) float32 gives the same vector at half the cost (MKL's
-    float64 is slow on the dev CPU); CCS keeps float64, because its non-convex fit can
-    react to rounding-level changes of its subspace.
+    A fixed number of steps: accurate for a leading subspace well separated from the rest
+    of the spectrum; for the single leading direction `top_direction` iterates to a
+    tolerance instead. CCS uses this for its principal subspace.
     """
     n, d = A.shape
     block = max(block, k)
@@ -173,7 +174,7 @@ def top_subspace(
     for _ in range(steps - 1):
         V = torch.linalg.qr(A.T @ (A @ V))[0]
         basis.append(V)
-    Q = torch.linalg.qr(torch.cat(basis, dim=1).to(basis_dtype))[0]
+    Q = torch.linalg.qr(torch.cat(basis, dim=1).double())[0]
     B = (A @ Q.to(A.dtype)).double()
     # B's top right singular vectors are the top eigenvectors of B^T B (a few block-sizes
     # wide): eigh of that small matrix costs a fraction of the SVD of B (n rows), and in
@@ -182,7 +183,46 @@ def top_subspace(
     return (Q @ vectors.to(Q.dtype).contiguous()).double()  # (flipped views skip BLAS)
 
 
-def top_direction(A: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    """First principal direction of the rows of (centred) A: unit norm, float64 [d]."""
-    w = top_subspace(A, 1, seed=seed, basis_dtype=A.dtype)[:, 0]
-    return w / w.norm()
+def top_direction(
+    A: torch.Tensor, seed: int = 0, tol: float = 1e-5, max_iter: int = 300
+) -> torch.Tensor:
+    """First principal direction of the rows of (centred) A: unit norm, float64 [d].
+
+    Lanczos on A^T A (Golub & Van Loan, ch. 10) with full reorthogonalisation, from a seeded
+    random start: one pass over A for A v and one for A^T u per step, no d x d or n x n
+    matrix. It stops when the Ritz pair's residual |A^T A v - theta v| is at most
+    tol * theta; the angle to the exact direction is then at most that residual over the
+    gap to the second eigenvalue. Well-separated leading directions take ~10-30 steps; one
+    pass over A is a memory-bound matrix-vector product, so this is several times cheaper
+    than a block method that multiplies by 16 vectors at once.
+    """
+    n, d = A.shape
+    if min(n, d) <= 64:  # small: the exact SVD is cheaper than iterating
+        w = torch.linalg.svd(A.double(), full_matrices=False)[2][0]
+        return w / w.norm()
+    forward, backward = matvecs(A)
+    steps = min(max_iter, d)
+    Q = np.zeros((steps + 1, d))
+    q = np.random.default_rng(seed).standard_normal(d)
+    Q[0] = q / np.linalg.norm(q)
+    alpha, beta = np.zeros(steps), np.zeros(steps)
+    for j in range(steps):
+        w = backward(forward(Q[j]))
+        alpha[j] = w @ Q[j]
+        # Full reorthogonalisation by classical Gram-Schmidt, repeated when it cancelled
+        # most of w (Daniel et al. 1976): keeps Q orthonormal to rounding.
+        before = np.linalg.norm(w)
+        w -= Q[: j + 1].T @ (Q[: j + 1] @ w)
+        beta[j] = np.linalg.norm(w)
+        if beta[j] < 0.7 * before:
+            w -= Q[: j + 1].T @ (Q[: j + 1] @ w)
+            beta[j] = np.linalg.norm(w)
+        values, vectors = scipy.linalg.eigh_tridiagonal(
+            alpha[: j + 1], beta[:j], select="i", select_range=(j, j)
+        )
+        theta, y = values[0], vectors[:, 0]
+        if beta[j] * abs(y[-1]) <= tol * theta or beta[j] <= 1e-12 * max(theta, 1e-300):
+            break
+        Q[j + 1] = w / beta[j]
+    v = torch.from_numpy(Q[: j + 1].T @ y)
+    return v / v.norm()

@@ -10,6 +10,7 @@ import math
 import numpy as np
 import torch
 
+from probegen.blas import gram, matvecs
 from probegen.probes.base import (
     BaseProbe,
     NeedsGroups,
@@ -71,11 +72,11 @@ def _ledoit_wolf(
     mu = trace / d
     diag4 = (sq**2).sum()
     if n <= max_rows:
-        G = (W @ W.T).double()
+        G = gram(W).double()
         off = (G**2).sum() - (G.diagonal() ** 2).sum()
     else:
         rows = torch.from_numpy(np.random.default_rng(seed).choice(n, max_rows, replace=False))
-        G = (W[rows] @ W[rows].T).double()
+        G = gram(W[rows]).double()
         off = (
             ((G**2).sum() - (G.diagonal() ** 2).sum()) * (n * (n - 1)) / (max_rows * (max_rows - 1))
         )
@@ -161,8 +162,10 @@ class LDAProbe(BaseProbe):
         # A tiny floor keeps Sigma positive definite when a == 0 and n < d.
         ridge = max(a * mu, 1e-10 * mu)
 
+        forward, backward = matvecs(W)
+
         def sigma(v: torch.Tensor) -> torch.Tensor:
-            return (1 - a) / n * (W.T @ (W @ v.to(W.dtype))).double() + ridge * v
+            return (1 - a) / n * torch.from_numpy(backward(forward(v.numpy()))) + ridge * v
 
         w = _conjugate_gradient(sigma, m1 - m0, self.tol, self.max_iter)
         self._set_direction(w, -float(0.5 * (m1 + m0) @ w) + math.log(y.sum() / (~y).sum()))
@@ -200,11 +203,13 @@ def _logistic(
     pw = (1 + C / 4 * torch.from_numpy(np.einsum("ij,ij->j", Xn, Xn, dtype=np.float64))).rsqrt()
     pb = (1 + C * n / 4) ** -0.5
 
+    forward, backward = matvecs(Xc)
+
     def value_and_grad(u: torch.Tensor):
         w, b = pw * u[:d], pb * u[d]
-        m = s * ((Xc @ w.to(Xc.dtype)).double() + b)
+        m = s * (torch.from_numpy(forward(w.numpy())) + b)
         r = -C * s * torch.sigmoid(-m)  # d loss / d score
-        gw = w + (Xc.T @ r.to(Xc.dtype)).double()
+        gw = w + torch.from_numpy(backward(r.numpy()))
         loss = 0.5 * (w @ w) + C * torch.nn.functional.softplus(-m).sum()
         return loss, torch.cat([pw * gw, (pb * r.sum()).reshape(1)])
 

@@ -1,0 +1,48 @@
+"""Which BLAS does the CPU products of the probe stage: numpy's (OpenBLAS) or torch's (MKL).
+
+Measured on the 2-core development CPU (an AMD EPYC; MKL picks slower code paths on AMD):
+with one torch thread — each job of the local launcher, where joblib gives every worker
+cores // n_jobs threads — OpenBLAS does matrix-vector products 2x faster than MKL, skinny
+products ([rows, 2560] @ [2560, 17]) 1.6x and Gram matrices ([512, 2560] @ [2560, 512])
+1.8x. With more threads torch's OpenMP workers keep spinning between calls and slow
+OpenBLAS's threads down 2-10x, so there torch does every product. Results differ between
+the two only by float32 rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+
+def numpy_blas() -> bool:
+    """True where numpy's BLAS should do the products: torch runs one thread."""
+    return torch.get_num_threads() == 1
+
+
+def matvecs(
+    A: torch.Tensor,
+) -> tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]:
+    """(v -> A @ v, u -> A^T @ u) for float64 numpy vectors, computed in A's dtype and
+    returned in float64. A is a CPU tensor (it is not copied)."""
+    if numpy_blas():
+        An = A.numpy()
+        return (
+            lambda v: (An @ v.astype(An.dtype)).astype(np.float64),
+            lambda u: (u.astype(An.dtype) @ An).astype(np.float64),
+        )
+    cast = lambda x: torch.from_numpy(x).to(A.dtype)  # noqa: E731
+    return (
+        lambda v: (A @ cast(v)).double().numpy(),
+        lambda u: (cast(u) @ A).double().numpy(),
+    )
+
+
+def gram(A: torch.Tensor) -> torch.Tensor:
+    """A @ A^T in A's dtype."""
+    if numpy_blas():
+        An = A.numpy()
+        return torch.from_numpy(An @ An.T)
+    return A @ A.T
