@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import scipy.linalg
 import torch
 
 
@@ -46,3 +47,17 @@ def gram(A: torch.Tensor) -> torch.Tensor:
         An = A.numpy()
         return torch.from_numpy(An @ An.T)
     return A @ A.T
+
+
+def top_eigh(G: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest eigenvalues (descending) of the symmetric float64 matrix G and their
+    eigenvectors as columns. One thread: LAPACK's subset driver through scipy (only the k
+    wanted pairs; 2x faster than a full decomposition at 400 x 400); more: torch's."""
+    m = G.shape[0]
+    if numpy_blas():
+        values, vectors = scipy.linalg.eigh(G.numpy(), subset_by_index=[m - k, m - 1])
+        values, vectors = torch.from_numpy(values), torch.from_numpy(vectors)
+    else:
+        values, vectors = torch.linalg.eigh(G)
+        values, vectors = values[m - k :], vectors[:, m - k :]
+    return values.flip(0), vectors.flip(1).contiguous()

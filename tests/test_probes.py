@@ -8,7 +8,7 @@ import torch
 
 from probegen.blas import matvecs
 from probegen.probes import PROBES, FitFailed, NeedsGroups, OneClass, make_probe
-from probegen.probes.base import top_direction
+from probegen.probes.base import top_direction, top_subspace
 from probegen.probes.supervised import _ledoit_wolf
 
 ALL = ["dim", "lda", "lr", "lr-g", "ccs", "pca", "pca-g", "lat", "random"]
@@ -240,6 +240,21 @@ def test_top_direction_matches_svd(threads, gap):
     assert 1 - cos(found, exact) < 1e-6
     # deterministic for a seed
     np.testing.assert_array_equal(top_direction(A.float()).numpy(), found)
+
+
+@pytest.mark.parametrize("shape", [(300, 700), (700, 300)], ids=["wide", "tall"])
+def test_top_subspace_is_the_exact_principal_subspace(threads, shape):
+    """CCS's subspace: exact through the Gram matrix of the smaller side, so it matches the
+    SVD even for a slowly decaying spectrum (where a few randomized block steps do not)."""
+    rng = np.random.default_rng(9)
+    n, d = shape
+    A = rng.standard_normal((n, d)) * np.linspace(3, 0.5, d)
+    A = torch.from_numpy(A @ np.linalg.qr(rng.standard_normal((d, d)))[0])
+    exact = torch.linalg.svd(A, full_matrices=False)[2][:32].T
+    V = top_subspace(A.float(), 32)
+    assert V.shape == (d, 32) and V.dtype == torch.float64
+    np.testing.assert_allclose((V.T @ V).numpy(), np.eye(32), atol=1e-10)
+    assert torch.linalg.svdvals(exact.T @ V).min() > 1 - 1e-6  # same span
 
 
 def test_top_direction_small_problem_is_exact_svd():
