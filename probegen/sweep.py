@@ -2,9 +2,10 @@
 it on every eval dataset × split, layer by layer.
 
 Layer-major order keeps memory flat: for a layer, each train set is loaded, fitted and
-dropped; then each eval set is loaded once and scored by every direction of that layer with
-a single matmul (`probegen.evaluation` is vectorised over directions). What depends only on
-an eval set's rows (split indices, group codes, tie-break priorities) is derived at the
+dropped (the fits of a layer run side by side, one thread each); then each eval set is
+loaded once and scored by every direction of that layer with a single matmul
+(`probegen.evaluation` is vectorised over directions). What depends only on an eval set's
+rows (split indices, group codes, tie-break priorities) is derived at the
 first layer and reused at the others, and probes with a convex objective (LR, LR-G) start
 each train dataset's fit from its solution at the previous layer (`new_probe`).
 """
@@ -16,6 +17,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -25,7 +27,7 @@ import pandas as pd
 import torch
 from safetensors.torch import save_file
 
-from probegen import cache
+from probegen import blas, cache
 from probegen.cache import Activations, rows_of
 from probegen.evaluation import EvalSet, train_signs
 from probegen.probes import BaseProbe, FitFailed, NeedsGroups, OneClass, make_probe
@@ -149,35 +151,58 @@ def fit_layer(
 ) -> dict[str, tuple[np.ndarray, float, float]]:
     """Fit on each train dataset; returns name -> (coef, train sign, seconds). Records
     skipped/failed rows for every eval set of a train set that could not be fitted.
-    `warm` keeps, per train dataset, a warm-starting probe from one layer to the next."""
+    `warm` keeps, per train dataset, a warm-starting probe from one layer to the next.
+
+    Fits run single-threaded, as many at once as torch has threads (`blas.one_thread_each`):
+    the same numbers under any launcher, and every core busy in a job that runs alone."""
+    with blas.one_thread_each() as parallel:
+        if parallel > 1 and len(spec.train) > 1:
+            with ThreadPoolExecutor(min(parallel, len(spec.train))) as pool:
+                outcomes = list(
+                    pool.map(lambda n: fit_one(spec, source, layer, n, warm), spec.train)
+                )
+        else:
+            outcomes = [fit_one(spec, source, layer, name, warm) for name in spec.train]
     fitted = {}
-    for name in spec.train:
-        start = time.perf_counter()
-        try:
-            train = source.load(name, layer, ("train",))
-            if len(train.labels) == 0:
-                raise OneClass(f"dataset {name!r} has no train rows")
-            probe = warm.get(name) if warm is not None else None
-            if probe is None:
-                probe = new_probe(spec)
-                if warm is not None and getattr(probe, "warm_start", False):
-                    warm[name] = probe
-            probe.fit(train.X, train.labels, groups=train.groups, answer_types=train.answer_types)
-            coef = np.asarray(probe.coef_, dtype=np.float32)
-            if not np.isfinite(coef).all():
-                raise FitFailed("direction is not finite")
-            sign = 1.0
-            if spec.sign == "train":
-                sign = float(train_signs(train.X @ coef, train.labels, train.groups)[0])
-        except (NeedsGroups, OneClass) as err:
-            record_all(spec, name, layer, rows, "skipped", str(err))
-            continue
-        except Exception as err:  # a failed fit is a result row, never a crashed sweep
-            log.warning("%s on %s layer %d failed: %s", spec.probe, name, layer, err)
-            record_all(spec, name, layer, rows, "failed", f"{type(err).__name__}: {err}")
-            continue
-        fitted[name] = (coef, sign, time.perf_counter() - start)
+    for name, outcome in zip(spec.train, outcomes, strict=True):
+        if isinstance(outcome, tuple):
+            fitted[name] = outcome
+        else:  # (status, reason) of a train set that could not be fitted
+            record_all(spec, name, layer, rows, *outcome)
     return fitted
+
+
+def fit_one(
+    spec: JobSpec,
+    source: ActivationSource,
+    layer: int,
+    name: str,
+    warm: dict[str, BaseProbe] | None,
+) -> tuple[np.ndarray, float, float] | list[str]:
+    """(coef, train sign, seconds), or [status, reason] when the fit was skipped or failed."""
+    start = time.perf_counter()
+    try:
+        train = source.load(name, layer, ("train",))
+        if len(train.labels) == 0:
+            raise OneClass(f"dataset {name!r} has no train rows")
+        probe = warm.get(name) if warm is not None else None
+        if probe is None:
+            probe = new_probe(spec)
+            if warm is not None and getattr(probe, "warm_start", False):
+                warm[name] = probe
+        probe.fit(train.X, train.labels, groups=train.groups, answer_types=train.answer_types)
+        coef = np.asarray(probe.coef_, dtype=np.float32)
+        if not np.isfinite(coef).all():
+            raise FitFailed("direction is not finite")
+        sign = 1.0
+        if spec.sign == "train":
+            sign = float(train_signs(train.X @ coef, train.labels, train.groups)[0])
+    except (NeedsGroups, OneClass) as err:
+        return ["skipped", str(err)]
+    except Exception as err:  # a failed fit is a result row, never a crashed sweep
+        log.warning("%s on %s layer %d failed: %s", spec.probe, name, layer, err)
+        return ["failed", f"{type(err).__name__}: {err}"]
+    return coef, sign, time.perf_counter() - start
 
 
 class EvalRows:

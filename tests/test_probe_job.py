@@ -280,3 +280,35 @@ def test_sweep_report_counts_jobs_killed_while_running(tmp_path, capsys):
     assert exit_info.value.code == 1
     out = capsys.readouterr().out
     assert "1 of 2 jobs ok" in out and "FAILED probe=ccs" in out and "killed?" in out
+
+
+@pytest.mark.parametrize("probe_name", ["lr", "pca-g", "ccs"])
+def test_fits_are_the_same_whatever_the_thread_count(probe_name):
+    """Fits run one thread each (side by side when torch has more): a job gives the same
+    directions under the basic launcher (all threads) and the local one (one per job)."""
+
+    class Varied(ArraySource):  # train datasets that differ, so a mix-up would show
+        def load(self, dataset, layer, splits=None):
+            acts = super().load(dataset.rstrip("0123456789"), layer, splits)
+            shift = len(dataset) - len("pairs")  # 0, 1, 2, 3
+            acts.X = np.roll(acts.X, shift, axis=1) * (1 + shift / 10)
+            return acts
+
+    names = ["pairs", "pairs1", "pairs22", "pairs333"]
+    spec = JobSpec("m", probe_name, train=names, eval=["pairs"], layers=[0, 2])
+    before, runs = torch.get_num_threads(), {}
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            runs[threads] = run_job(spec, Varied())
+            assert torch.get_num_threads() == threads  # restored after the fits
+    finally:
+        torch.set_num_threads(before)
+    one, two = runs[1], runs[2]
+    assert one.directions.keys() == two.directions.keys() and len(one.directions) == 8
+    for key in one.directions:
+        np.testing.assert_array_equal(one.directions[key], two.directions[key])
+    layer_0 = [one.directions[f"{name}/layer.0"].tobytes() for name in names]
+    assert len(set(layer_0)) == 4  # each train dataset got its own fit
+    cols = ["train_dataset", "layer", "eval_split", "accuracy", "status"]
+    pd.testing.assert_frame_equal(one.results[cols], two.results[cols])
