@@ -8,10 +8,8 @@ products ([rows, 2560] @ [2560, 17]) 1.6x and Gram matrices ([512, 2560] @ [2560
 OpenBLAS's threads down 2-10x, so there torch does every product. Results differ between
 the two only by float32 rounding.
 
-The sweep fits probes under `one_thread_each`: one torch and one BLAS thread per fit, as
-many fits at once as torch had threads. So a fit takes the same path (and gives the same
-numbers) whichever launcher runs the job, and a job alone on the machine still uses every
-core while it fits.
+The sweep fits probes under `one_thread_each` (one torch and one BLAS thread), so a fit
+takes the same path, and gives the same numbers, whichever launcher runs the job.
 """
 
 from __future__ import annotations
@@ -34,8 +32,7 @@ def _controller() -> ThreadpoolController:
 @contextmanager
 def one_thread_each() -> Iterator[int]:
     """Within the block torch and the BLAS libraries run one thread; yields how many threads
-    torch had: how many single-threaded tasks can run side by side (torch and BLAS calls
-    release the GIL)."""
+    torch had before."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -2,12 +2,12 @@
 it on every eval dataset × split, layer by layer.
 
 Layer-major order keeps memory flat: for a layer, each train set is loaded, fitted and
-dropped (the fits of a layer run side by side, one thread each); then each eval set is
-loaded once and scored by every direction of that layer with a single matmul
-(`probegen.evaluation` is vectorised over directions). What depends only on an eval set's
-rows (split indices, group codes, tie-break priorities) is derived at the
-first layer and reused at the others, and probes with a convex objective (LR, LR-G) start
-each train dataset's fit from its solution at the previous layer (`new_probe`).
+dropped (fits run single-threaded: `fit_layer`); then each eval set is loaded once and
+scored by every direction of that layer with a single matmul (`probegen.evaluation` is
+vectorised over directions). What depends only on an eval set's rows (split indices, group
+codes, tie-break priorities) is derived at the first layer and reused at the others, and
+probes with a convex objective (LR, LR-G) start each train dataset's fit from its solution
+at the previous layer (`new_probe`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -153,16 +152,12 @@ def fit_layer(
     skipped/failed rows for every eval set of a train set that could not be fitted.
     `warm` keeps, per train dataset, a warm-starting probe from one layer to the next.
 
-    Fits run single-threaded, as many at once as torch has threads (`blas.one_thread_each`):
-    the same numbers under any launcher, and every core busy in a job that runs alone."""
-    with blas.one_thread_each() as parallel:
-        if parallel > 1 and len(spec.train) > 1:
-            with ThreadPoolExecutor(min(parallel, len(spec.train))) as pool:
-                outcomes = list(
-                    pool.map(lambda n: fit_one(spec, source, layer, n, warm), spec.train)
-                )
-        else:
-            outcomes = [fit_one(spec, source, layer, name, warm) for name in spec.train]
+    Fits run with one torch thread and one BLAS thread (`blas.one_thread_each`), so a fit
+    takes the same path, and gives the same numbers, under every launcher. Not side by side
+    in threads: the solvers' many small steps hold the GIL, and two fits of the demo's
+    576-wide activations took 1.6x longer in two threads than one after the other."""
+    with blas.one_thread_each():
+        outcomes = [fit_one(spec, source, layer, name, warm) for name in spec.train]
     fitted = {}
     for name, outcome in zip(spec.train, outcomes, strict=True):
         if isinstance(outcome, tuple):

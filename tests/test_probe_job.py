@@ -284,7 +284,7 @@ def test_sweep_report_counts_jobs_killed_while_running(tmp_path, capsys):
 
 @pytest.mark.parametrize("probe_name", ["lr", "pca-g", "ccs"])
 def test_fits_are_the_same_whatever_the_thread_count(probe_name):
-    """Fits run one thread each (side by side when torch has more): a job gives the same
+    """Fits run single-threaded whatever the job's thread count: a job gives the same
     directions under the basic launcher (all threads) and the local one (one per job)."""
 
     class Varied(ArraySource):  # train datasets that differ, so a mix-up would show
