@@ -1,6 +1,6 @@
 """Which BLAS does the CPU products of the probe stage: numpy's (OpenBLAS) or torch's (MKL).
 
-Measured on the 2-core development CPU (an AMD EPYC; MKL picks slower code paths on AMD):
+Measured on the 2-core development CPU (an AMD EPYC):
 with one torch thread — each job of the local launcher, where joblib gives every worker
 cores // n_jobs threads — OpenBLAS does matrix-vector products 2x faster than MKL, skinny
 products ([rows, 2560] @ [2560, 17]) 1.6x and Gram matrices ([512, 2560] @ [2560, 512])
@@ -30,14 +30,13 @@ def _controller() -> ThreadpoolController:
 
 
 @contextmanager
-def one_thread_each() -> Iterator[int]:
-    """Within the block torch and the BLAS libraries run one thread; yields how many threads
-    torch had before."""
+def one_thread_each() -> Iterator[None]:
+    """Within the block torch and the BLAS/OpenMP libraries run one thread."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         with _controller().limit(limits=1):
-            yield threads
+            yield
     finally:
         torch.set_num_threads(threads)
 

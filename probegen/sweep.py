@@ -154,16 +154,22 @@ def fit_layer(
 
     Fits run with one torch thread and one BLAS thread (`blas.one_thread_each`), so a fit
     takes the same path, and gives the same numbers, under every launcher. Not side by side
-    in threads: the solvers' many small steps hold the GIL, and two fits of the demo's
-    576-wide activations took 1.6x longer in two threads than one after the other."""
-    with blas.one_thread_each():
-        outcomes = [fit_one(spec, source, layer, name, warm) for name in spec.train]
+    in threads: the solvers' many small steps hold the GIL, and the demo's probe jobs took
+    1.7x longer with two fits at a time in two threads than one after the other."""
     fitted = {}
-    for name, outcome in zip(spec.train, outcomes, strict=True):
-        if isinstance(outcome, tuple):
-            fitted[name] = outcome
-        else:  # (status, reason) of a train set that could not be fitted
-            record_all(spec, name, layer, rows, *outcome)
+    with blas.one_thread_each():
+        for name in spec.train:
+            start = time.perf_counter()
+            try:
+                coef, sign = fit_one(spec, source, layer, name, warm)
+            except (NeedsGroups, OneClass) as err:
+                record_all(spec, name, layer, rows, "skipped", str(err))
+                continue
+            except Exception as err:  # a failed fit is a result row, never a crashed sweep
+                log.warning("%s on %s layer %d failed: %s", spec.probe, name, layer, err)
+                record_all(spec, name, layer, rows, "failed", f"{type(err).__name__}: {err}")
+                continue
+            fitted[name] = (coef, sign, time.perf_counter() - start)
     return fitted
 
 
@@ -173,31 +179,24 @@ def fit_one(
     layer: int,
     name: str,
     warm: dict[str, BaseProbe] | None,
-) -> tuple[np.ndarray, float, float] | list[str]:
-    """(coef, train sign, seconds), or [status, reason] when the fit was skipped or failed."""
-    start = time.perf_counter()
-    try:
-        train = source.load(name, layer, ("train",))
-        if len(train.labels) == 0:
-            raise OneClass(f"dataset {name!r} has no train rows")
-        probe = warm.get(name) if warm is not None else None
-        if probe is None:
-            probe = new_probe(spec)
-            if warm is not None and getattr(probe, "warm_start", False):
-                warm[name] = probe
-        probe.fit(train.X, train.labels, groups=train.groups, answer_types=train.answer_types)
-        coef = np.asarray(probe.coef_, dtype=np.float32)
-        if not np.isfinite(coef).all():
-            raise FitFailed("direction is not finite")
-        sign = 1.0
-        if spec.sign == "train":
-            sign = float(train_signs(train.X @ coef, train.labels, train.groups)[0])
-    except (NeedsGroups, OneClass) as err:
-        return ["skipped", str(err)]
-    except Exception as err:  # a failed fit is a result row, never a crashed sweep
-        log.warning("%s on %s layer %d failed: %s", spec.probe, name, layer, err)
-        return ["failed", f"{type(err).__name__}: {err}"]
-    return coef, sign, time.perf_counter() - start
+) -> tuple[np.ndarray, float]:
+    """Fit the job's probe on one train dataset's train split: (coef, train sign)."""
+    train = source.load(name, layer, ("train",))
+    if len(train.labels) == 0:
+        raise OneClass(f"dataset {name!r} has no train rows")
+    probe = warm.get(name) if warm is not None else None
+    if probe is None:
+        probe = new_probe(spec)
+        if warm is not None and getattr(probe, "warm_start", False):
+            warm[name] = probe
+    probe.fit(train.X, train.labels, groups=train.groups, answer_types=train.answer_types)
+    coef = np.asarray(probe.coef_, dtype=np.float32)
+    if not np.isfinite(coef).all():
+        raise FitFailed("direction is not finite")
+    sign = 1.0
+    if spec.sign == "train":
+        sign = float(train_signs(train.X @ coef, train.labels, train.groups)[0])
+    return coef, sign
 
 
 class EvalRows:
