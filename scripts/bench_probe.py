@@ -31,6 +31,7 @@ import time
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from probegen.cache import Activations, project_rows, rows_of
 from probegen.sweep import JobSpec, run_job
@@ -155,8 +156,6 @@ _NAMES: tuple[list[str], list[str]] = ([], [])
 def _limit_threads(threads: int) -> None:
     """What joblib's workers get from OMP_NUM_THREADS, OPENBLAS_NUM_THREADS, ...: set here
     because a forked worker has loaded its libraries already."""
-    from threadpoolctl import threadpool_limits  # installed with scikit-learn ([dev])
-
     threadpool_limits(threads)
     torch.set_num_threads(threads)
 

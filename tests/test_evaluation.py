@@ -103,6 +103,18 @@ def reference_grouped(s, y, g, rng_priority):
     return correct / n, n
 
 
+def reference_priority(y, g, seed):
+    """The tie-break priority, reproduced: a seeded permutation over the informative rows in
+    (stable) group order; -1 for rows of groups that are left out."""
+    codes = np.unique(np.asarray(g).astype(str), return_inverse=True)[1]
+    n_true, size = np.bincount(codes, weights=y), np.bincount(codes)
+    kept = np.flatnonzero(((n_true > 0) & (n_true < size))[codes])
+    kept = kept[np.argsort(codes[kept], kind="stable")]
+    priority = np.full(len(y), -1.0)
+    priority[kept] = np.random.default_rng(seed).permutation(len(kept))
+    return priority
+
+
 def reference_roc_accuracy(s, y):
     best, best_acc = np.inf, None
     for t in np.r_[np.inf, np.unique(s)[::-1]]:
@@ -122,14 +134,7 @@ def test_vectorised_equals_reference_loops():
     y = rng.random(n) < 0.35
     S = np.round(rng.normal(size=(n, k)) + y[:, None] * 0.7, 1)
     acc, n_groups = grouped_accuracy(S, y, g, seed=9)  # S has many ties (rounded)
-    # The tie-break priority, reproduced: a seeded permutation over the informative rows
-    # in (stable) group order.
-    codes = np.unique(g.astype(str), return_inverse=True)[1]
-    n_true, size = np.bincount(codes, weights=y), np.bincount(codes)
-    kept = np.flatnonzero(((n_true > 0) & (n_true < size))[codes])
-    kept = kept[np.argsort(codes[kept], kind="stable")]
-    priority = np.full(n, -1.0)
-    priority[kept] = np.random.default_rng(9).permutation(len(kept))
+    priority = reference_priority(y, g, seed=9)
     for j in range(k):
         ref, _ = reference_grouped(S[:, j], y, g, priority)
         assert acc[j] == pytest.approx(ref)
@@ -154,16 +159,11 @@ def test_eval_set_matches_reference_on_both_signs_float32_and_nan():
     g = np.array([f"q{i}" for i in rng.integers(0, 150, size=n)], dtype=object)
     y = rng.random(n) < 0.4
     rows = EvalSet(y, g, seed=2)
-    codes = np.unique(g.astype(str), return_inverse=True)[1]
-    n_true, size = np.bincount(codes, weights=y), np.bincount(codes)
-    kept = np.flatnonzero(((n_true > 0) & (n_true < size))[codes])
-    kept = kept[np.argsort(codes[kept], kind="stable")]
-    priority = np.full(n, -1.0)
-    priority[kept] = np.random.default_rng(2).permutation(len(kept))
+    priority = reference_priority(y, g, seed=2)
     for trial in range(3):
         S = np.round(rng.normal(size=(n, k)) + y[:, None] * 0.3, trial).astype(np.float32)
         result = rows.score(S)
-        assert result.n == len(np.unique(codes[kept]))
+        assert result.n == len(np.unique(g[priority >= 0]))  # informative groups
         for j in range(k):
             up, _ = reference_grouped(S[:, j], y, g, priority)
             down, _ = reference_grouped(-S[:, j], y, g, priority)
