@@ -3,6 +3,10 @@
 Each job trains one probe algorithm on every train dataset × layer, scores it on every eval
 dataset × split, writes results.parquet and probes.safetensors to its Hydra output folder,
 and logs itself as one W&B run. In a multirun a failed job is recorded and the sweep goes on.
+
+Under `hydra/launcher=local` the jobs of a sweep that differ only in `probe` are computed
+in one shared pass over the cache first (`probegen.launcher`); each job then takes its
+output from there and writes and logs it as above.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from probegen import datasets
+from probegen import datasets, launcher
 from probegen.hydra_callbacks import write_status
 from probegen.models import ModelSpec
 from probegen.sweep import CacheSource, JobSpec, run_job, write_outputs
@@ -34,6 +38,21 @@ def layer_selection(value) -> list[int] | None:
     return None if str(value) == "all" else [int(value)]
 
 
+def job_spec(cfg: DictConfig) -> JobSpec:
+    """The sweep point a job's config describes."""
+    evaluation = cfg.eval if isinstance(cfg.eval, DictConfig) else {"datasets": cfg.eval}
+    return JobSpec(
+        model=ModelSpec.from_values(**OmegaConf.to_container(cfg.model, resolve=True)).name,
+        probe=str(cfg.probe.name),
+        train=selection(cfg.train),
+        eval=selection(evaluation["datasets"]),
+        layers=layer_selection(cfg.layer),
+        probe_params=OmegaConf.to_container(cfg.probe.params, resolve=True),
+        sign=str(evaluation.get("sign", "eval")),
+        seed=int(cfg.seed),
+    )
+
+
 def run_probe_job(
     spec: JobSpec,
     cache_dir: Path,
@@ -43,9 +62,14 @@ def run_probe_job(
     group: str | None,
     name: str,
 ) -> Path:
-    """Run one job and log it; returns the results.parquet path."""
+    """Run one job (or take its output from a shared pass) and log it; returns the
+    results.parquet path."""
     with tracked_run(wandb, config=config, group=group, name=name) as tracker:
-        output = run_job(spec, CacheSource(cache_dir, spec.model))
+        output = launcher.take_shared(spec, cache_dir)
+        if output is not None:
+            log.info("%s %s: results from the shared pass", spec.model, spec.probe)
+        else:
+            output = run_job(spec, CacheSource(cache_dir, spec.model))
         results_path, _ = write_outputs(output, out_dir, spec)
         tracker.log_results(output.results, out_dir / "heatmap.png", title=f"{spec.model} {name}")
     counts = output.results["status"].value_counts().to_dict()
@@ -54,25 +78,15 @@ def run_probe_job(
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="probe")
+@launcher.shares_passes(job_spec)
 def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     out_dir = Path(hydra_cfg.runtime.output_dir)
     overrides = list(hydra_cfg.overrides.task)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        evaluation = cfg.eval if isinstance(cfg.eval, DictConfig) else {"datasets": cfg.eval}
-        spec = JobSpec(
-            model=ModelSpec.from_values(**OmegaConf.to_container(cfg.model, resolve=True)).name,
-            probe=str(cfg.probe.name),
-            train=selection(cfg.train),
-            eval=selection(evaluation["datasets"]),
-            layers=layer_selection(cfg.layer),
-            probe_params=OmegaConf.to_container(cfg.probe.params, resolve=True),
-            sign=str(evaluation.get("sign", "eval")),
-            seed=int(cfg.seed),
-        )
         run_probe_job(
-            spec,
+            job_spec(cfg),
             Path(cfg.cache_dir),
             out_dir,
             WandbSettings(**OmegaConf.to_container(cfg.wandb, resolve=True), dir=str(out_dir)),

@@ -111,24 +111,64 @@ def resolve_layers(spec: JobSpec, source: ActivationSource) -> list[int]:
     return sorted(spec.layers)
 
 
+def shared_pass_key(spec: JobSpec) -> tuple:
+    """What jobs must have in common to run in one pass (`run_jobs`): all but the probe."""
+    return (
+        spec.model,
+        tuple(spec.train),
+        tuple(spec.eval),
+        None if spec.layers is None else tuple(spec.layers),
+        spec.seed,
+    )
+
+
+@dataclass
+class _JobState:
+    spec: JobSpec
+    rows: list[dict] = field(default_factory=list)
+    directions: dict[str, np.ndarray] = field(default_factory=dict)
+    warm: dict[str, BaseProbe] = field(default_factory=dict)
+
+
 def run_job(spec: JobSpec, source: ActivationSource) -> JobOutput:
     """Train `spec.probe` on each train dataset × layer; score on each eval dataset × split."""
-    if spec.sign not in ("eval", "train"):
-        raise ValueError(f"eval.sign={spec.sign!r}: use eval or train")
-    layers = resolve_layers(spec, source)
-    rows: list[dict] = []
-    directions: dict[str, np.ndarray] = {}
+    return run_jobs([spec], source)[0]
+
+
+def run_jobs(specs: Sequence[JobSpec], source: ActivationSource) -> list[JobOutput]:
+    """Several jobs that differ only in their probe (algorithm, params, sign policy) in one
+    pass: each train set is loaded once per layer for all of them, and each eval set is
+    read, converted and multiplied once per layer by the directions of every job (one
+    [hidden, jobs × train sets] matrix). Each job's output is what `run_job` alone gives,
+    up to float32 rounding of the scores (the products are blocked differently)."""
+    if not specs:
+        return []
+    for spec in specs:
+        if spec.sign not in ("eval", "train"):
+            raise ValueError(f"eval.sign={spec.sign!r}: use eval or train")
+        if shared_pass_key(spec) != shared_pass_key(specs[0]):
+            raise ValueError(
+                f"jobs {specs[0].probe!r} and {spec.probe!r} differ in more than the probe "
+                "(model, train, eval, layer and seed must match to share a pass)"
+            )
+    layers = resolve_layers(specs[0], source)
+    jobs = [_JobState(spec) for spec in specs]
     eval_rows: dict[str, EvalRows] = {}
-    warm: dict[str, BaseProbe] = {}
     for layer in layers:
-        fitted = fit_layer(spec, source, layer, rows, warm)
-        for name, (coef, _, _) in fitted.items():
-            directions[f"{name}/layer.{layer}"] = coef
-        score_layer(spec, source, layer, fitted, rows, eval_rows)
-        log.info("%s %s layer %d: %d probes fitted", spec.model, spec.probe, layer, len(fitted))
-    results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
-    results["auroc"] = results["auroc"].astype("Float64")
-    return JobOutput(results, directions)
+        fitted = fit_layer(jobs, source, layer)
+        for job, fits in zip(jobs, fitted, strict=True):
+            for name, (coef, _, _) in fits.items():
+                job.directions[f"{name}/layer.{layer}"] = coef
+        score_layer(jobs, fitted, source, layer, eval_rows)
+        probes = ",".join(spec.probe for spec in specs)
+        log.info("%s %s layer %d: %d probes fitted", specs[0].model, probes, layer,
+                 sum(map(len, fitted)))  # fmt: skip
+    outputs = []
+    for job in jobs:
+        results = pd.DataFrame(job.rows, columns=RESULT_COLUMNS)
+        results["auroc"] = results["auroc"].astype("Float64")
+        outputs.append(JobOutput(results, job.directions))
+    return outputs
 
 
 def new_probe(spec: JobSpec) -> BaseProbe:
@@ -141,60 +181,59 @@ def new_probe(spec: JobSpec) -> BaseProbe:
     return probe
 
 
-def fit_layer(
-    spec: JobSpec,
-    source: ActivationSource,
-    layer: int,
-    rows: list[dict],
-    warm: dict[str, BaseProbe] | None = None,
-) -> dict[str, tuple[np.ndarray, float, float]]:
-    """Fit on each train dataset; returns name -> (coef, train sign, seconds). Records
-    skipped/failed rows for every eval set of a train set that could not be fitted.
-    `warm` keeps, per train dataset, a warm-starting probe from one layer to the next.
+Fitted = dict[str, tuple[np.ndarray, float, float]]  # train set -> (coef, sign, seconds)
+
+
+def fit_layer(jobs: Sequence[_JobState], source: ActivationSource, layer: int) -> list[Fitted]:
+    """Fit each job's probe on each train dataset (loaded once for all jobs); per job,
+    train set -> (coef, train sign, fit seconds). Records skipped/failed rows for every
+    eval set of a train set that could not be fitted. Each job's `warm` keeps, per train
+    dataset, a warm-starting probe from one layer to the next.
 
     Fits run with one torch thread and one BLAS thread (`blas.one_thread_each`), so a fit
     takes the same path, and gives the same numbers, under every launcher. Not side by side
     in threads: the solvers' many small steps hold the GIL, and the demo's probe jobs took
     1.7x longer with two fits at a time in two threads than one after the other."""
-    fitted = {}
+    fitted: list[Fitted] = [{} for _ in jobs]
     with blas.one_thread_each():
-        for name in spec.train:
-            start = time.perf_counter()
+        for name in jobs[0].spec.train:
             try:
-                coef, sign = fit_one(spec, source, layer, name, warm)
-            except (NeedsGroups, OneClass) as err:
-                record_all(spec, name, layer, rows, "skipped", str(err))
+                train = source.load(name, layer, ("train",))
+            except Exception as err:
+                log.warning("train set %s layer %d unreadable: %s", name, layer, err)
+                for job in jobs:
+                    record_all(job, name, layer, "failed", f"{type(err).__name__}: {err}")
                 continue
-            except Exception as err:  # a failed fit is a result row, never a crashed sweep
-                log.warning("%s on %s layer %d failed: %s", spec.probe, name, layer, err)
-                record_all(spec, name, layer, rows, "failed", f"{type(err).__name__}: {err}")
-                continue
-            fitted[name] = (coef, sign, time.perf_counter() - start)
+            for job, fits in zip(jobs, fitted, strict=True):
+                start = time.perf_counter()
+                try:
+                    coef, sign = fit_one(job, train, name)
+                except (NeedsGroups, OneClass) as err:
+                    record_all(job, name, layer, "skipped", str(err))
+                    continue
+                except Exception as err:  # a failed fit is a result row, never a crashed sweep
+                    log.warning("%s on %s layer %d failed: %s", job.spec.probe, name, layer, err)
+                    record_all(job, name, layer, "failed", f"{type(err).__name__}: {err}")
+                    continue
+                fits[name] = (coef, sign, time.perf_counter() - start)
     return fitted
 
 
-def fit_one(
-    spec: JobSpec,
-    source: ActivationSource,
-    layer: int,
-    name: str,
-    warm: dict[str, BaseProbe] | None,
-) -> tuple[np.ndarray, float]:
+def fit_one(job: _JobState, train: Activations, name: str) -> tuple[np.ndarray, float]:
     """Fit the job's probe on one train dataset's train split: (coef, train sign)."""
-    train = source.load(name, layer, ("train",))
     if len(train.labels) == 0:
         raise OneClass(f"dataset {name!r} has no train rows")
-    probe = warm.get(name) if warm is not None else None
+    probe = job.warm.get(name)
     if probe is None:
-        probe = new_probe(spec)
-        if warm is not None and getattr(probe, "warm_start", False):
-            warm[name] = probe
+        probe = new_probe(job.spec)
+        if getattr(probe, "warm_start", False):
+            job.warm[name] = probe
     probe.fit(train.X, train.labels, groups=train.groups, answer_types=train.answer_types)
     coef = np.asarray(probe.coef_, dtype=np.float32)
     if not np.isfinite(coef).all():
         raise FitFailed("direction is not finite")
     sign = 1.0
-    if spec.sign == "train":
+    if job.spec.sign == "train":
         sign = float(train_signs(train.X @ coef, train.labels, train.groups)[0])
     return coef, sign
 
@@ -227,60 +266,99 @@ class EvalRows:
         )
 
 
+@dataclass
+class _Part:
+    """One job's fitted directions within a layer's score matrix: columns `columns`."""
+
+    job: _JobState
+    fits: Fitted
+    columns: slice
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.fits)
+
+
 def score_layer(
-    spec: JobSpec,
+    jobs: Sequence[_JobState],
+    fitted: Sequence[Fitted],
     source: ActivationSource,
     layer: int,
-    fitted: dict[str, tuple[np.ndarray, float, float]],
-    rows: list[dict],
-    eval_rows: dict[str, EvalRows] | None = None,
+    eval_rows: dict[str, EvalRows],
 ) -> None:
-    """Score every direction of `fitted` on each eval set and split; `eval_rows` carries the
-    prepared rows of each eval set from one layer to the next."""
-    if not fitted:
+    """Score every fitted direction of every job on each eval set and split: one product
+    per eval set for all of them, and one scoring call per sign policy. `eval_rows`
+    carries the prepared rows of each eval set from one layer to the next."""
+    parts, offset = [], 0
+    for job, fits in zip(jobs, fitted, strict=True):
+        if fits:
+            parts.append(_Part(job, fits, slice(offset, offset + len(fits))))
+            offset += len(fits)
+    if not parts:
         return
-    eval_rows = {} if eval_rows is None else eval_rows
-    names = list(fitted)
-    W = torch.from_numpy(np.stack([fitted[n][0] for n in names], axis=1))  # [hidden, k]
-    signs = np.array([fitted[n][1] for n in names]) if spec.sign == "train" else None
-    for eval_name in spec.eval:
-        scored = source.project(eval_name, layer, W, EVAL_SPLITS)
+    W = torch.from_numpy(np.stack([coef for p in parts for coef, _, _ in p.fits.values()], 1))
+    by_policy = {
+        policy: [p for p in parts if p.job.spec.sign == policy] for policy in ("eval", "train")
+    }
+    for eval_name in jobs[0].spec.eval:
+        scored = source.project(eval_name, layer, W, EVAL_SPLITS)  # [rows, all directions]
         prepared = eval_rows.get(eval_name)
         if prepared is None or not prepared.matches(scored):
-            prepared = eval_rows[eval_name] = EvalRows(scored, spec.seed)
+            prepared = eval_rows[eval_name] = EvalRows(scored, jobs[0].spec.seed)
         for split in EVAL_SPLITS:
             index, eval_set = prepared.parts[split]
             if eval_set.n_rows == 0:
-                for name in names:
-                    rows.append(
-                        base_row(spec, name, layer)
-                        | empty_row(eval_name, split, "skipped", f"{eval_name} has no {split} rows")
-                    )
+                reason = f"{eval_name} has no {split} rows"
+                for p in parts:
+                    for name in p.names:
+                        row = empty_row(eval_name, split, "skipped", reason)
+                        p.job.rows.append(base_row(p.job.spec, name, layer) | row)
                 continue
-            result = eval_set.score(scored.X[index], signs)
-            # tolist(): plain Python numbers in one call each, not one numpy scalar per cell
-            columns = zip(
-                names,
-                result.accuracy.tolist(),
-                result.auroc.tolist(),
-                result.is_flipped.tolist(),
-                strict=True,
-            )
-            for name, accuracy, auroc, flipped in columns:
-                rows.append(
-                    base_row(spec, name, layer)
-                    | {
-                        "eval_dataset": eval_name,
-                        "eval_split": split,
-                        "accuracy": accuracy,
-                        "n": int(result.n),
-                        "auroc": None if math.isnan(auroc) else auroc,
-                        "is_flipped": flipped,
-                        "status": "ok",
-                        "reason": "",
-                        "fit_seconds": fitted[name][2],
-                    }
-                )
+            S = scored.X[index]
+            for policy, mine in by_policy.items():
+                if not mine:
+                    continue
+                if len(mine) < len(parts):  # a copy of just these columns, contiguous
+                    S_mine = S[:, np.r_[tuple(p.columns for p in mine)]]
+                else:
+                    S_mine = S
+                signs = None
+                if policy == "train":
+                    signs = np.array([sign for p in mine for _, sign, _ in p.fits.values()])
+                result = eval_set.score(S_mine, signs)
+                start = 0
+                for p in mine:
+                    take = slice(start, start + len(p.fits))
+                    start = take.stop
+                    add_rows(p, layer, eval_name, split, result, take)
+
+
+def add_rows(part: _Part, layer: int, eval_name: str, split: str, result, take: slice) -> None:
+    """The ok rows of one job's directions (`take`: their columns in `result`)."""
+    job, fits, names = part.job, part.fits, part.names
+    # tolist(): plain Python numbers in one call each, not one numpy scalar per cell
+    columns = zip(
+        names,
+        result.accuracy[take].tolist(),
+        result.auroc[take].tolist(),
+        result.is_flipped[take].tolist(),
+        strict=True,
+    )
+    for name, accuracy, auroc, flipped in columns:
+        job.rows.append(
+            base_row(job.spec, name, layer)
+            | {
+                "eval_dataset": eval_name,
+                "eval_split": split,
+                "accuracy": accuracy,
+                "n": int(result.n),
+                "auroc": None if math.isnan(auroc) else auroc,
+                "is_flipped": flipped,
+                "status": "ok",
+                "reason": "",
+                "fit_seconds": fits[name][2],
+            }
+        )
 
 
 def base_row(spec: JobSpec, train: str, layer: int) -> dict:
@@ -302,10 +380,12 @@ def empty_row(eval_name: str, split: str, status: str, reason: str) -> dict:
     }
 
 
-def record_all(spec: JobSpec, train: str, layer: int, rows: list[dict], status, reason) -> None:
-    for eval_name in spec.eval:
+def record_all(job: _JobState, train: str, layer: int, status: str, reason: str) -> None:
+    for eval_name in job.spec.eval:
         for split in EVAL_SPLITS:
-            rows.append(base_row(spec, train, layer) | empty_row(eval_name, split, status, reason))
+            job.rows.append(
+                base_row(job.spec, train, layer) | empty_row(eval_name, split, status, reason)
+            )
 
 
 def write_outputs(output: JobOutput, out_dir: Path, spec: JobSpec) -> tuple[Path, Path]:

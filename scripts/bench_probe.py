@@ -4,20 +4,24 @@ Shapes as in a Qwen3-4B run: hidden 2560; 17 train datasets whose train split ha
 of 2–5 rows; 18 eval datasets with 2000 validation + 2000 train-hparams groups; 18 layers.
 Every probe of the study (8, the random baseline aside) is trained on every train dataset ×
 layer and scored on every eval dataset × both splits — 8 × 17 × 18 fits, each scored 36
-times — through `probegen.sweep.run_job`, the code the probe job runs. Activations are held
+times — through `probegen.sweep.run_jobs`, the code the probe jobs run. Activations are held
 in bf16, like the cache, and converted to float32 on every load, as the cache reader does.
 
 Targets on the 2-core development CPU: the grid in < 3 minutes with peak memory < 4 GB.
 
 `--workers N` runs the jobs in N processes with cores // N torch threads each, as the local
-launcher does (`hydra/launcher=local`: joblib runs one job per core and limits each worker's
-OpenMP/BLAS threads to cores // n_jobs). Workers are forked after the data is generated, so
-they share it as jobs share the page-cached activation cache. Peak memory is the peak of the
-summed proportional set size (PSS: shared pages split between the processes sharing them) of
-the benchmark and its workers, sampled every 0.2 s.
+launcher does (`hydra/launcher=local`: joblib workers whose OpenMP/BLAS threads are limited
+to cores // n_jobs). By default the jobs are batched as that launcher batches a sweep over
+probes (`probegen.launcher.plan_batches`: N batches, round-robin in sweep order) and each
+batch is one shared pass (`run_jobs`); `--alone` runs each job on its own pass instead, one
+job per worker at a time, as Hydra's joblib launcher (and Slurm) do. Workers are forked
+after the data is generated, so they share it as jobs share the page-cached activation
+cache. Peak memory is the peak of the summed proportional set size (PSS: shared pages split
+between the processes sharing them) of the benchmark and its workers, sampled every 0.2 s.
 
-  python scripts/bench_probe.py                          # the full grid, jobs one after another
-  python scripts/bench_probe.py --workers 2              # the full grid, two jobs at a time
+  python scripts/bench_probe.py                          # the full grid, one process
+  python scripts/bench_probe.py --workers 2              # the full grid on two workers
+  python scripts/bench_probe.py --workers 2 --alone      # ... each job on its own pass
   python scripts/bench_probe.py --layers 2 --probes lr,dim   # a quick look
 """
 
@@ -34,7 +38,8 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from probegen.cache import Activations, project_rows, rows_of
-from probegen.sweep import JobSpec, run_job
+from probegen.launcher import plan_batches
+from probegen.sweep import JobSpec, run_jobs
 
 STUDY_PROBES = ["dim", "lda", "lr", "lr-g", "ccs", "pca", "pca-g", "lat"]
 
@@ -160,20 +165,22 @@ def _limit_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def run_probe(probe: str) -> tuple:
-    """One job of the grid: `probe` on every train dataset × layer, as the sweep runs it."""
+def run_batch(probes: list[str]) -> list[tuple]:
+    """Jobs of the grid in one shared pass, as a worker of the local launcher runs them: per
+    probe (probe, batch seconds, fit seconds, fits, ok rows, mean validation accuracy)."""
     start = time.perf_counter()
     train, evals = _NAMES
-    out = run_job(JobSpec("bench", probe, train=train, eval=evals), _SOURCE).results
-    fits = out.drop_duplicates(["train_dataset", "layer"])
-    return (
-        probe,
-        time.perf_counter() - start,
-        fits["fit_seconds"].sum(),
-        len(fits),
-        (out["status"] == "ok").sum(),
-        out.loc[(out.status == "ok") & (out.eval_split == "validation"), "accuracy"].mean(),
-    )
+    specs = [JobSpec("bench", probe, train=train, eval=evals) for probe in probes]
+    outputs = run_jobs(specs, _SOURCE)
+    seconds = time.perf_counter() - start
+    summary = []
+    for probe, output in zip(probes, outputs, strict=True):
+        out = output.results
+        fits = out.drop_duplicates(["train_dataset", "layer"])
+        ok = out[(out.status == "ok") & (out.eval_split == "validation")]
+        summary.append((probe, seconds, fits["fit_seconds"].sum(), len(fits),
+                        (out["status"] == "ok").sum(), ok["accuracy"].mean()))  # fmt: skip
+    return summary
 
 
 def main() -> None:
@@ -184,7 +191,8 @@ def main() -> None:
     parser.add_argument("--eval", type=int, default=18, help="eval datasets (train ones first)")
     parser.add_argument("--layers", type=int, default=18)
     parser.add_argument("--hidden", type=int, default=2560)
-    parser.add_argument("--workers", type=int, default=1, help="jobs run at once (processes)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes")
+    parser.add_argument("--alone", action="store_true", help="each job on its own pass")
     args = parser.parse_args()
 
     start = time.perf_counter()
@@ -196,28 +204,36 @@ def main() -> None:
     cores = os.cpu_count() or 1
     threads = torch.get_num_threads() if args.workers == 1 else max(1, cores // args.workers)
     print(
-        f"torch {torch.__version__}; {args.workers} job(s) at a time, {threads} thread(s) each; "
+        f"torch {torch.__version__}; {args.workers} worker(s), {threads} thread(s) each, "
+        f"{'each job on its own pass' if args.alone else 'jobs batched in shared passes'}; "
         f"hidden {args.hidden}, {args.train} train × {args.layers} layers, {args.eval} eval "
         f"datasets × 2 splits; data generated in {setup:.1f}s"
     )
     probes = args.probes.split(",")
+    if args.alone:
+        batches = [[p] for p in probes]
+    else:
+        batches = [
+            [probes[i] for i in b] for b in plan_batches(["grid"] * len(probes), args.workers)
+        ]
     with PeakMemory() as memory:
         total = time.perf_counter()
         if args.workers == 1:
-            per_probe = [run_probe(p) for p in probes]
+            per_batch = [run_batch(b) for b in batches]
         else:
             # fork: workers share the parent's activations; chunksize 1 hands each free
-            # worker the next job in sweep order, as joblib does
+            # worker the next batch in order, as joblib does
             context = multiprocessing.get_context("fork")
             with context.Pool(args.workers, _limit_threads, (threads,)) as pool:
-                per_probe = list(pool.imap(run_probe, probes, chunksize=1))
+                per_batch = list(pool.imap(run_batch, batches, chunksize=1))
         wall = time.perf_counter() - total
     peak_gb = memory.peak / 2**30
     print(
-        f"\n{'probe':8} {'job s':>7} {'fit s':>7} {'fits':>5} {'ok rows':>8} {'mean val acc':>12}"
+        f"\n{'probe':8} {'batch s':>8} {'fit s':>7} {'fits':>5} {'ok rows':>8} {'mean val acc':>12}"
     )
-    for probe, job_s, fit_s, n_fits, ok, acc in per_probe:
-        print(f"{probe:8} {job_s:7.1f} {fit_s:7.1f} {n_fits:5d} {ok:8d} {acc:12.3f}")
+    for batch in per_batch:
+        for probe, batch_s, fit_s, n_fits, ok, acc in batch:
+            print(f"{probe:8} {batch_s:8.1f} {fit_s:7.1f} {n_fits:5d} {ok:8d} {acc:12.3f}")
     print(
         f"\ngrid wall time {wall:.1f}s (target < 180s: {'PASS' if wall < 180 else 'FAIL'}); "
         f"peak memory {peak_gb:.2f} GB (target < 4 GB: {'PASS' if peak_gb < 4 else 'FAIL'})"

@@ -18,7 +18,7 @@ from probegen.cache import Activations, rows_of
 from probegen.datasets import Limits, SourceReader
 from probegen.extract import ExtractOptions, extract
 from probegen.models import ModelSpec
-from probegen.sweep import RESULT_COLUMNS, JobSpec, run_job
+from probegen.sweep import RESULT_COLUMNS, JobSpec, run_job, run_jobs
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = ["synthetic_capitals", "synthetic_animals", "got_larger_than"]
@@ -312,3 +312,91 @@ def test_fits_are_the_same_whatever_the_thread_count(probe_name):
     assert len(set(layer_0)) == 4  # each train dataset got its own fit
     cols = ["train_dataset", "layer", "eval_split", "accuracy", "status"]
     pd.testing.assert_frame_equal(one.results[cols], two.results[cols])
+
+
+def test_jobs_sharing_a_pass_give_what_each_job_gives_alone():
+    # Mixed sign policies (scored in separate calls), a probe skipped on ungrouped data
+    # (fewer columns than train sets) and a warm-starting probe, in one pass.
+    specs = [
+        JobSpec("m", "lr", train=["pairs", "flat"], eval=["pairs", "flat"], layers=[0, 2]),
+        JobSpec("m", "lr-g", train=["pairs", "flat"], eval=["pairs", "flat"], layers=[0, 2]),
+        JobSpec("m", "dim", ["pairs", "flat"], ["pairs", "flat"], layers=[0, 2], sign="train"),
+        JobSpec("m", "pca", train=["pairs", "flat"], eval=["pairs", "flat"], layers=[0, 2]),
+    ]
+    shared = run_jobs(specs, ArraySource())
+    for spec, together in zip(specs, shared, strict=True):
+        alone = run_job(spec, ArraySource())
+        assert set(together.results["probe"]) == {spec.probe}
+        assert together.directions.keys() == alone.directions.keys()
+        for key, direction in alone.directions.items():
+            np.testing.assert_array_equal(together.directions[key], direction)
+        pd.testing.assert_frame_equal(
+            together.results.drop(columns=["fit_seconds", "accuracy", "auroc"]),
+            alone.results.drop(columns=["fit_seconds", "accuracy", "auroc"]),
+        )
+        for column in ("accuracy", "auroc"):  # scores differ by float32 rounding at most
+            np.testing.assert_allclose(
+                together.results[column].astype(float), alone.results[column].astype(float),
+                atol=1e-6,
+            )  # fmt: skip
+    flat_lr_g = shared[1].results.query("train_dataset == 'flat'")
+    assert (flat_lr_g["status"] == "skipped").all()
+
+
+def test_only_jobs_that_differ_in_the_probe_share_a_pass():
+    a = JobSpec("m", "lr", train=["pairs"], eval=["pairs"], layers=[0])
+    b = JobSpec("m", "dim", train=["pairs"], eval=["pairs"], layers=[2])
+    with pytest.raises(ValueError, match="differ in more than the probe"):
+        run_jobs([a, b], ArraySource())
+
+
+@pytest.mark.parametrize(
+    "keys, workers, expected",
+    [
+        (["k"] * 8, 2, [[0, 2, 4, 6], [1, 3, 5, 7]]),  # one group: split over the workers
+        (["k"] * 3, 1, [[0, 1, 2]]),  # one worker: one shared pass
+        (["a", "b", "a", "b"], 2, [[0, 2], [1, 3]]),  # a group per worker already
+        (["a", None, "a", None], 2, [[0, 2], [1], [3]]),  # None: a job of its own
+        (["k"] * 2, 4, [[0], [1]]),  # never more batches than jobs
+    ],
+)
+def test_launcher_plans_batches(keys, workers, expected):
+    from probegen.launcher import plan_batches
+
+    assert plan_batches(keys, workers) == expected
+
+
+def test_local_launcher_shares_a_pass_between_probe_jobs(tiny_cache, tmp_path):
+    common = ["train=[synthetic_capitals,got_larger_than]", "eval.datasets=[synthetic_animals]",
+              "wandb.mode=offline"]  # fmt: skip
+    run = probe(tmp_path, tiny_cache, "-m", "hydra/launcher=local", "hydra.launcher.n_jobs=1",
+                "probe=lr,dim,ccs", *common)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "3 of 3 jobs ok" in run.stdout
+    log = run.stdout + run.stderr
+    assert "shared pass of 3 jobs: lr,dim,ccs on tiny" in log
+    assert log.count("results from the shared pass") == 3
+    for job, name in enumerate(["lr", "dim", "ccs"]):
+        folder = tmp_path / "sweep" / str(job)
+        shared = pd.read_parquet(folder / "results.parquet")
+        assert list((folder / "wandb").glob("offline-run-*/run-*.wandb"))
+        alone = probe(tmp_path / name, tiny_cache, f"probe={name}", *common[:2],
+                      "wandb.mode=disabled")  # fmt: skip
+        assert alone.returncode == 0, alone.stderr
+        expected = pd.read_parquet(tmp_path / name / "run" / "results.parquet")
+        assert len(shared) == len(expected) == 8 and set(shared["probe"]) == {name}
+        cols = ["train_dataset", "layer", "eval_split", "n", "is_flipped", "status"]
+        pd.testing.assert_frame_equal(shared[cols], expected[cols])
+        np.testing.assert_allclose(shared["accuracy"], expected["accuracy"], atol=1e-6)
+
+
+def test_local_launcher_runs_jobs_alone_when_the_shared_pass_fails(tiny_cache, tmp_path):
+    run = probe(tmp_path, tiny_cache, "-m", "hydra/launcher=local", "hydra.launcher.n_jobs=1",
+                "probe=lr,dim", "train=synthetic_capitals", "eval.datasets=[boolq]",
+                "wandb.mode=disabled")  # fmt: skip
+    assert run.returncode == 1
+    assert "0 of 2 jobs ok" in run.stdout and "each job runs alone" in run.stdout + run.stderr
+    for job in ("0", "1"):  # each job ran alone and recorded its own error
+        status = json.loads((tmp_path / "sweep" / job / "job_status.json").read_text())
+        assert status["status"] == "failed" and "CacheError" in status["error"]
+        assert "python -m probegen.extract model=tiny dataset=boolq" in status["error"]

@@ -1,0 +1,210 @@
+"""The local launcher of probe sweeps (`hydra/launcher=local`): jobs run in parallel worker
+processes, and jobs that differ only in `probe` share one pass over the activation cache.
+
+Why: a probe job's time on a CPU is about half fitting and half scoring, and most of the
+scoring is reading each eval set at each layer, converting it to float32 and multiplying it
+by the job's directions — the same for every probe. Run together (`probegen.sweep.run_jobs`)
+the probes of a sweep read and convert each eval set once and multiply it by all their
+directions in one product. On the probe benchmark (8 probes, 2 workers on 2 cores) the grid
+took 161-164 s this way against 184-191 s one job per worker (README, "Probe benchmark").
+
+The plan: jobs are grouped by everything but the probe; a group is split into as many
+batches as it takes to give every worker one (round-robin in sweep order), and each batch
+runs in one worker: its shared pass first (`probegen.probe.shared_pass`), then Hydra's
+usual `run_job` for each of its jobs, which takes its output from the pass, writes its
+folder and logs its W&B run. So every job still has its own output folder, status file and
+W&B run; a failed shared pass only means its jobs run one by one. Other stages' sweeps
+(e.g. extraction) get one batch per job, as joblib's launcher gives them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, open_dict
+
+from probegen.sweep import CacheSource, JobOutput, JobSpec, run_jobs, shared_pass_key
+
+log = logging.getLogger(__name__)
+
+SpecOf = Callable[[DictConfig], JobSpec]  # a job's config -> its sweep point
+
+
+def shares_passes(job_spec: SpecOf) -> Callable[[TaskFunction], TaskFunction]:
+    """Marks a Hydra task function as a probe job whose sweep point `job_spec` gives: the
+    launcher then runs its jobs that differ only in the probe in one shared pass."""
+
+    def mark(task: TaskFunction) -> TaskFunction:
+        task.job_spec = job_spec  # type: ignore[attr-defined]
+        return task
+
+    return mark
+
+
+# Outputs of a worker's shared pass, waiting for their jobs: key -> output.
+_SHARED: dict[str, JobOutput] = {}
+
+
+def _shared_key(spec: JobSpec, cache_dir: Path) -> str:
+    return json.dumps([str(cache_dir), asdict(spec)], sort_keys=True, default=list)
+
+
+def take_shared(spec: JobSpec, cache_dir: Path) -> JobOutput | None:
+    """This job's output from the running shared pass, if it has one (once)."""
+    return _SHARED.pop(_shared_key(spec, Path(cache_dir)), None)
+
+
+@contextmanager
+def shared_pass(configs: Sequence[DictConfig], job_spec: SpecOf) -> Iterator[None]:
+    """Within the block, each job of `configs` that shares its model, train and eval
+    datasets, layers, seed and cache with another one (they differ only in the probe) can
+    take its output (`take_shared`) from one `run_jobs` pass computed here instead of
+    making its own pass over the cache. A config that does not describe a job, or a shared
+    pass that fails (e.g. a dataset missing from the cache), leaves its jobs to run, and
+    report their errors, alone."""
+    groups: dict[tuple, list[JobSpec]] = {}
+    for cfg in configs:
+        try:
+            HydraConfig.instance().set_config(cfg)
+            spec, cache_dir = job_spec(cfg), Path(cfg.cache_dir)
+        except Exception:  # the job itself reports what is wrong with its config
+            continue
+        groups.setdefault((cache_dir, shared_pass_key(spec)), []).append(spec)
+    try:
+        for (cache_dir, _), specs in groups.items():
+            if len(specs) < 2:
+                continue
+            probes = ",".join(spec.probe for spec in specs)
+            log.info("shared pass of %d jobs: %s on %s", len(specs), probes, specs[0].model)
+            try:
+                outputs = run_jobs(specs, CacheSource(cache_dir, specs[0].model))
+            except Exception as err:
+                log.warning("shared pass of %s failed (%s); each job runs alone", probes, err)
+                continue
+            for spec, output in zip(specs, outputs, strict=True):
+                _SHARED.setdefault(_shared_key(spec, cache_dir), output)
+        yield
+    finally:
+        _SHARED.clear()
+
+
+def plan_batches(keys: Sequence[Hashable | None], workers: int) -> list[list[int]]:
+    """Job indices in batches: jobs with equal keys together (None: a job of its own), each
+    group split round-robin into just enough batches to give every worker one."""
+    groups: dict[Hashable, list[int]] = {}
+    for index, key in enumerate(keys):
+        groups.setdefault(("alone", index) if key is None else ("key", key), []).append(index)
+    per_group = max(1, math.ceil(workers / len(groups))) if groups else 1
+    batches = []
+    for members in groups.values():
+        parts = min(len(members), per_group)
+        batches.extend(members[i::parts] for i in range(parts))
+    return batches
+
+
+def sweep_config(hydra_context: HydraContext, config: DictConfig, overrides, index: int):
+    """The config of job `index`, as Hydra's launchers build it."""
+    cfg = hydra_context.config_loader.load_sweep_config(config, list(overrides))
+    with open_dict(cfg):
+        cfg.hydra.job.id = f"{cfg.hydra.job.name}_{index}"
+        cfg.hydra.job.num = index
+    return cfg
+
+
+def share_key(cfg: DictConfig, task_function: TaskFunction) -> Hashable | None:
+    """What a probe job shares with the jobs it can run with; None for other tasks."""
+    job_spec = getattr(task_function, "job_spec", None)
+    if job_spec is None:
+        return None
+    HydraConfig.instance().set_config(cfg)  # for configs that interpolate ${hydra:...}
+    try:
+        return (str(cfg.cache_dir), shared_pass_key(job_spec(cfg)))
+    except Exception:  # a bad config: the job runs alone and reports it
+        return None
+
+
+def run_batch(
+    jobs: Sequence[tuple[int, Sequence[str]]],
+    hydra_context: HydraContext,
+    config: DictConfig,
+    task_function: TaskFunction,
+    singleton_state: dict[Any, Any],
+) -> list[JobReturn]:
+    """In a worker: the batch's shared pass, then each job through Hydra's `run_job`."""
+    setup_globals()
+    Singleton.set_state(singleton_state)
+    configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+    configs = [sweep_config(hydra_context, config, overrides, index) for index, overrides in jobs]
+    returns = []
+    job_spec = getattr(task_function, "job_spec", None)
+    batch = nullcontext() if job_spec is None else shared_pass(configs, job_spec)
+    with batch:
+        for cfg in configs:
+            HydraConfig.instance().set_config(cfg)
+            returns.append(
+                run_job(
+                    hydra_context=hydra_context,
+                    config=cfg,
+                    task_function=task_function,
+                    job_dir_key="hydra.sweep.dir",
+                    job_subdir_key="hydra.sweep.subdir",
+                )
+            )
+    return returns
+
+
+def launch(
+    config: DictConfig,
+    hydra_context: HydraContext,
+    task_function: TaskFunction,
+    n_jobs: int,
+    job_overrides: Sequence[Sequence[str]],
+    initial_job_idx: int,
+) -> list[JobReturn]:
+    """Run the sweep's jobs; returns their results in the order of `job_overrides`."""
+    from joblib import Parallel, delayed, effective_n_jobs
+
+    setup_globals()
+    configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+    sweep_dir = Path(str(config.hydra.sweep.dir))
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    indices = [initial_job_idx + i for i in range(len(job_overrides))]
+    keys = [
+        share_key(sweep_config(hydra_context, config, overrides, index), task_function)
+        for index, overrides in zip(indices, job_overrides, strict=True)
+    ]
+    workers = effective_n_jobs(n_jobs)
+    batches = plan_batches(keys, workers)
+    log.info(
+        "launching %d jobs in %d batches on %d workers; sweep output dir: %s",
+        len(job_overrides), len(batches), workers, sweep_dir,
+    )  # fmt: skip
+    for batch in batches:
+        listed = "; ".join(" ".join(filter_overrides(job_overrides[i])) for i in batch)
+        log.info("\tbatch #%s: %s", ",".join(str(indices[i]) for i in batch), listed)
+    state = Singleton.get_state()
+    results = Parallel(n_jobs=min(workers, len(batches)), backend="loky")(
+        delayed(run_batch)(
+            [(indices[i], job_overrides[i]) for i in batch],
+            hydra_context,
+            config,
+            task_function,
+            state,
+        )
+        for batch in batches
+    )
+    by_job = {}
+    for batch, returns in zip(batches, results, strict=True):
+        by_job.update(zip(batch, returns, strict=True))
+    return [by_job[i] for i in range(len(job_overrides))]
