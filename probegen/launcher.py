@@ -9,7 +9,8 @@ directions in one product. On the probe benchmark (8 probes, 2 workers on 2 core
 took 161-164 s this way against 184-191 s one job per worker (README, "Probe benchmark").
 
 The plan: jobs are grouped by everything but the probe; a group is split into as many
-batches as it takes to give every worker one (round-robin in sweep order), and each batch
+batches as it takes to give every worker one (balanced by each probe's fit time on the
+benchmark, `BENCHMARK_SECONDS`), and each batch
 runs in one worker: its shared pass first (`probegen.probe.shared_pass`), then Hydra's
 usual `run_job` for each of its jobs, which takes its output from the pass, writes its
 folder and logs its W&B run. So every job still has its own output folder, status file and
@@ -22,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import statistics
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
@@ -99,17 +101,38 @@ def shared_pass(configs: Sequence[DictConfig], job_spec: SpecOf) -> Iterator[Non
         _SHARED.clear()
 
 
-def plan_batches(keys: Sequence[Hashable | None], workers: int) -> list[list[int]]:
+# Seconds each probe's 306 fits took on the probe benchmark (README, two workers), plus ~10 s
+# of scoring that every probe costs: only to balance batches. Others count as the median.
+BENCHMARK_SECONDS = {"dim": 15, "lda": 33, "lr": 25, "lr-g": 26, "ccs": 52, "pca": 33,
+                     "pca-g": 55, "lat": 25, "random": 10}  # fmt: skip
+
+
+def probe_weight(probe: str) -> float:
+    """A probe job's relative cost, for balancing batches."""
+    return BENCHMARK_SECONDS.get(probe, statistics.median(BENCHMARK_SECONDS.values()))
+
+
+def plan_batches(
+    keys: Sequence[Hashable | None], workers: int, weights: Sequence[float] | None = None
+) -> list[list[int]]:
     """Job indices in batches: jobs with equal keys together (None: a job of its own), each
-    group split round-robin into just enough batches to give every worker one."""
+    group split into just enough batches to give every worker one. Within a group, the
+    heaviest job goes first to the lightest batch (`weights`, default equal: round-robin in
+    sweep order); each batch keeps its jobs in sweep order."""
+    weights = [1.0] * len(keys) if weights is None else list(weights)
     groups: dict[Hashable, list[int]] = {}
     for index, key in enumerate(keys):
         groups.setdefault(("alone", index) if key is None else ("key", key), []).append(index)
     per_group = max(1, math.ceil(workers / len(groups))) if groups else 1
     batches = []
     for members in groups.values():
-        parts = min(len(members), per_group)
-        batches.extend(members[i::parts] for i in range(parts))
+        parts: list[list[int]] = [[] for _ in range(min(len(members), per_group))]
+        load = [0.0] * len(parts)
+        for index in sorted(members, key=lambda i: -weights[i]):  # stable: ties in sweep order
+            lightest = load.index(min(load))
+            parts[lightest].append(index)
+            load[lightest] += weights[index]
+        batches.extend(sorted(part) for part in parts)
     return batches
 
 
@@ -122,16 +145,18 @@ def sweep_config(hydra_context: HydraContext, config: DictConfig, overrides, ind
     return cfg
 
 
-def share_key(cfg: DictConfig, task_function: TaskFunction) -> Hashable | None:
-    """What a probe job shares with the jobs it can run with; None for other tasks."""
+def share_key(cfg: DictConfig, task_function: TaskFunction) -> tuple[Hashable | None, float]:
+    """What a probe job shares with the jobs it can run with (None for other tasks and bad
+    configs: such a job runs alone and reports any error itself), and its weight."""
     job_spec = getattr(task_function, "job_spec", None)
     if job_spec is None:
-        return None
+        return None, 1.0
     HydraConfig.instance().set_config(cfg)  # for configs that interpolate ${hydra:...}
     try:
-        return (str(cfg.cache_dir), shared_pass_key(job_spec(cfg)))
-    except Exception:  # a bad config: the job runs alone and reports it
-        return None
+        spec = job_spec(cfg)
+    except Exception:
+        return None, 1.0
+    return (str(cfg.cache_dir), shared_pass_key(spec)), probe_weight(spec.probe)
 
 
 def run_batch(
@@ -180,12 +205,15 @@ def launch(
     sweep_dir = Path(str(config.hydra.sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)
     indices = [initial_job_idx + i for i in range(len(job_overrides))]
-    keys = [
-        share_key(sweep_config(hydra_context, config, overrides, index), task_function)
-        for index, overrides in zip(indices, job_overrides, strict=True)
-    ]
+    keys, weights = zip(
+        *(
+            share_key(sweep_config(hydra_context, config, overrides, index), task_function)
+            for index, overrides in zip(indices, job_overrides, strict=True)
+        ),
+        strict=True,
+    )
     workers = effective_n_jobs(n_jobs)
-    batches = plan_batches(keys, workers)
+    batches = plan_batches(keys, workers, weights)
     log.info(
         "launching %d jobs in %d batches on %d workers; sweep output dir: %s",
         len(job_overrides), len(batches), workers, sweep_dir,

@@ -351,19 +351,21 @@ def test_only_jobs_that_differ_in_the_probe_share_a_pass():
 
 
 @pytest.mark.parametrize(
-    "keys, workers, expected",
+    "keys, workers, weights, expected",
     [
-        (["k"] * 8, 2, [[0, 2, 4, 6], [1, 3, 5, 7]]),  # one group: split over the workers
-        (["k"] * 3, 1, [[0, 1, 2]]),  # one worker: one shared pass
-        (["a", "b", "a", "b"], 2, [[0, 2], [1, 3]]),  # a group per worker already
-        (["a", None, "a", None], 2, [[0, 2], [1], [3]]),  # None: a job of its own
-        (["k"] * 2, 4, [[0], [1]]),  # never more batches than jobs
+        (["k"] * 8, 2, None, [[0, 2, 4, 6], [1, 3, 5, 7]]),  # equal weights: round-robin
+        (["k"] * 4, 2, [1, 5, 1, 5], [[0, 1], [2, 3]]),  # the heavy ones apart
+        (["k"] * 4, 2, [6, 1, 2, 3], [[0], [1, 2, 3]]),  # 6 against 1 + 2 + 3
+        (["k"] * 3, 1, None, [[0, 1, 2]]),  # one worker: one shared pass
+        (["a", "b", "a", "b"], 2, None, [[0, 2], [1, 3]]),  # a group per worker already
+        (["a", None, "a", None], 2, None, [[0, 2], [1], [3]]),  # None: a job of its own
+        (["k"] * 2, 4, None, [[0], [1]]),  # never more batches than jobs
     ],
 )
-def test_launcher_plans_batches(keys, workers, expected):
+def test_launcher_plans_batches(keys, workers, weights, expected):
     from probegen.launcher import plan_batches
 
-    assert plan_batches(keys, workers) == expected
+    assert plan_batches(keys, workers, weights) == expected
 
 
 def test_local_launcher_shares_a_pass_between_probe_jobs(tiny_cache, tmp_path):
