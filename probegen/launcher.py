@@ -6,15 +6,15 @@ scoring is reading each eval set at each layer, converting it to float32 and mul
 by the job's directions — the same for every probe. Run together (`probegen.sweep.run_jobs`)
 the probes of a sweep read and convert each eval set once and multiply it by all their
 directions in one product. On the probe benchmark (8 probes, 2 workers on 2 cores) the grid
-took 161-164 s this way against 184-191 s one job per worker (README, "Probe benchmark").
+took 139-160 s this way against 203 s with one pass per job (README, "Probe stage").
 
 The plan: jobs are grouped by everything but the probe; a group is split into as many
 batches as it takes to give every worker one (balanced by each probe's fit time on the
-benchmark, `BENCHMARK_SECONDS`), and each batch
-runs in one worker: its shared pass first (`probegen.probe.shared_pass`), then Hydra's
-usual `run_job` for each of its jobs, which takes its output from the pass, writes its
-folder and logs its W&B run. So every job still has its own output folder, status file and
-W&B run; a failed shared pass only means its jobs run one by one. Other stages' sweeps
+benchmark, `BENCHMARK_SECONDS`), and each batch runs in one worker: its shared pass first
+(`shared_pass`), then Hydra's usual `run_job` for each of its jobs, which takes its output
+from the pass (`take_shared`), writes its folder and logs its W&B run. So every job still
+has its own output folder, status file and W&B run; a failed shared pass only means its
+jobs run one by one. Other stages' sweeps
 (e.g. extraction) get one batch per job, as joblib's launcher gives them.
 """
 
@@ -54,7 +54,9 @@ def shares_passes(job_spec: SpecOf) -> Callable[[TaskFunction], TaskFunction]:
     return mark
 
 
-# Outputs of a worker's shared pass, waiting for their jobs: key -> output.
+# Outputs of a worker's shared pass, waiting for their jobs: key -> output. Here, not in
+# probegen.probe: run as `python -m probegen.probe`, that module is __main__, and a worker
+# rebuilds the task function by value with globals of its own.
 _SHARED: dict[str, JobOutput] = {}
 
 

@@ -1,9 +1,11 @@
 """One probe job (DESIGN §6–7): train one algorithm on every train dataset × layer and score
-it on every eval dataset × split, layer by layer.
+it on every eval dataset × split, layer by layer — or several jobs that differ only in the
+probe, in one shared pass (`run_jobs`; the local launcher batches a sweep that way).
 
-Layer-major order keeps memory flat: for a layer, each train set is loaded, fitted and
-dropped (fits run single-threaded: `fit_layer`); then each eval set is loaded once and
-scored by every direction of that layer with a single matmul (`probegen.evaluation` is
+Layer-major order keeps memory flat: for a layer, each train set is loaded, fitted by every
+job and dropped (fits run single-threaded: `fit_layer`; `fit_seconds` counts the fit, not
+the load); then each eval set is loaded once and scored by every direction of that layer,
+of every job, with a single matmul (`probegen.evaluation` is
 vectorised over directions). What depends only on an eval set's rows (split indices, group
 codes, tie-break priorities) is derived at the first layer and reused at the others, and
 probes with a convex objective (LR, LR-G) start each train dataset's fit from its solution
