@@ -40,10 +40,10 @@ from probegen.sweep import CacheSource, JobOutput, JobSpec, run_jobs, shared_pas
 
 log = logging.getLogger(__name__)
 
-SpecOf = Callable[[DictConfig], JobSpec]  # a job's config -> its sweep point
 
-
-def shares_passes(job_spec: SpecOf) -> Callable[[TaskFunction], TaskFunction]:
+def shares_passes(
+    job_spec: Callable[[DictConfig], JobSpec],
+) -> Callable[[TaskFunction], TaskFunction]:
     """Marks a Hydra task function as a probe job whose sweep point `job_spec` gives: the
     launcher then runs its jobs that differ only in the probe in one shared pass."""
 
@@ -70,32 +70,19 @@ def take_shared(spec: JobSpec, cache_dir: Path) -> JobOutput | None:
 
 
 @contextmanager
-def shared_pass(configs: Sequence[DictConfig], job_spec: SpecOf) -> Iterator[None]:
-    """Within the block, each job of `configs` that shares its model, train and eval
-    datasets, layers, seed and cache with another one (they differ only in the probe) can
-    take its output (`take_shared`) from one `run_jobs` pass computed here instead of
-    making its own pass over the cache. A config that does not describe a job, or a shared
-    pass that fails (e.g. a dataset missing from the cache), leaves its jobs to run, and
-    report their errors, alone."""
-    groups: dict[tuple, list[JobSpec]] = {}
-    for cfg in configs:
-        try:
-            HydraConfig.instance().set_config(cfg)
-            spec, cache_dir = job_spec(cfg), Path(cfg.cache_dir)
-        except Exception:  # the job itself reports what is wrong with its config
-            continue
-        groups.setdefault((cache_dir, shared_pass_key(spec)), []).append(spec)
+def shared_pass(specs: Sequence[JobSpec], cache_dir: Path) -> Iterator[None]:
+    """Within the block, each job of `specs` (jobs that differ only in the probe) can take
+    its output (`take_shared`) from one `run_jobs` pass computed here instead of making its
+    own pass over the cache. If the pass fails (e.g. a dataset missing from the cache), the
+    jobs run, and report their errors, alone."""
+    probes = ",".join(spec.probe for spec in specs)
+    log.info("shared pass of %d jobs: %s on %s", len(specs), probes, specs[0].model)
     try:
-        for (cache_dir, _), specs in groups.items():
-            if len(specs) < 2:
-                continue
-            probes = ",".join(spec.probe for spec in specs)
-            log.info("shared pass of %d jobs: %s on %s", len(specs), probes, specs[0].model)
-            try:
-                outputs = run_jobs(specs, CacheSource(cache_dir, specs[0].model))
-            except Exception as err:
-                log.warning("shared pass of %s failed (%s); each job runs alone", probes, err)
-                continue
+        try:
+            outputs = run_jobs(specs, CacheSource(cache_dir, specs[0].model))
+        except Exception as err:
+            log.warning("shared pass of %s failed (%s); each job runs alone", probes, err)
+        else:
             for spec, output in zip(specs, outputs, strict=True):
                 _SHARED.setdefault(_shared_key(spec, cache_dir), output)
         yield
@@ -147,35 +134,38 @@ def sweep_config(hydra_context: HydraContext, config: DictConfig, overrides, ind
     return cfg
 
 
-def share_key(cfg: DictConfig, task_function: TaskFunction) -> tuple[Hashable | None, float]:
-    """What a probe job shares with the jobs it can run with (None for other tasks and bad
-    configs: such a job runs alone and reports any error itself), and its weight."""
+ProbeJob = tuple[JobSpec, Path]  # a probe job's sweep point and cache folder
+
+
+def probe_job(cfg: DictConfig, task_function: TaskFunction) -> ProbeJob | None:
+    """The sweep point and cache of a probe job; None for other tasks and for configs that
+    do not build (such a job runs alone and reports the error itself)."""
     job_spec = getattr(task_function, "job_spec", None)
     if job_spec is None:
-        return None, 1.0
+        return None
     HydraConfig.instance().set_config(cfg)  # for configs that interpolate ${hydra:...}
     try:
-        spec = job_spec(cfg)
+        return job_spec(cfg), Path(cfg.cache_dir)
     except Exception:
-        return None, 1.0
-    return (str(cfg.cache_dir), shared_pass_key(spec)), probe_weight(spec.probe)
+        return None
 
 
 def run_batch(
     jobs: Sequence[tuple[int, Sequence[str]]],
+    shared: list[ProbeJob] | None,
     hydra_context: HydraContext,
     config: DictConfig,
     task_function: TaskFunction,
     singleton_state: dict[Any, Any],
 ) -> list[JobReturn]:
-    """In a worker: the batch's shared pass, then each job through Hydra's `run_job`."""
+    """In a worker: the batch's shared pass (`shared`: its jobs' specs and cache, when they
+    share one), then each job through Hydra's `run_job`."""
     setup_globals()
     Singleton.set_state(singleton_state)
     configure_log(config.hydra.hydra_logging, config.hydra.verbose)
     configs = [sweep_config(hydra_context, config, overrides, index) for index, overrides in jobs]
     returns = []
-    job_spec = getattr(task_function, "job_spec", None)
-    batch = nullcontext() if job_spec is None else shared_pass(configs, job_spec)
+    batch = nullcontext() if shared is None else shared_pass([s for s, _ in shared], shared[0][1])
     with batch:
         for cfg in configs:
             HydraConfig.instance().set_config(cfg)
@@ -207,13 +197,12 @@ def launch(
     sweep_dir = Path(str(config.hydra.sweep.dir))
     sweep_dir.mkdir(parents=True, exist_ok=True)
     indices = [initial_job_idx + i for i in range(len(job_overrides))]
-    keys, weights = zip(
-        *(
-            share_key(sweep_config(hydra_context, config, overrides, index), task_function)
-            for index, overrides in zip(indices, job_overrides, strict=True)
-        ),
-        strict=True,
-    )
+    found = [
+        probe_job(sweep_config(hydra_context, config, overrides, index), task_function)
+        for index, overrides in zip(indices, job_overrides, strict=True)
+    ]
+    keys = [None if f is None else (str(f[1]), shared_pass_key(f[0])) for f in found]
+    weights = [1.0 if f is None else probe_weight(f[0].probe) for f in found]
     workers = effective_n_jobs(n_jobs)
     batches = plan_batches(keys, workers, weights)
     log.info(
@@ -224,9 +213,12 @@ def launch(
         listed = "; ".join(" ".join(filter_overrides(job_overrides[i])) for i in batch)
         log.info("\tbatch #%s: %s", ",".join(str(indices[i]) for i in batch), listed)
     state = Singleton.get_state()
+
     results = Parallel(n_jobs=min(workers, len(batches)), backend="loky")(
         delayed(run_batch)(
             [(indices[i], job_overrides[i]) for i in batch],
+            # a batch of several jobs shares one key (keyless jobs get batches of their own)
+            [found[i] for i in batch] if len(batch) > 1 else None,
             hydra_context,
             config,
             task_function,

@@ -156,13 +156,13 @@ def run_jobs(specs: Sequence[JobSpec], source: ActivationSource) -> list[JobOutp
     layers = resolve_layers(specs[0], source)
     jobs = [_JobState(spec) for spec in specs]
     eval_rows: dict[str, EvalRows] = {}
+    probes = ",".join(spec.probe for spec in specs)
     for layer in layers:
         fitted = fit_layer(jobs, source, layer)
         for job, fits in zip(jobs, fitted, strict=True):
             for name, (coef, _, _) in fits.items():
                 job.directions[f"{name}/layer.{layer}"] = coef
         score_layer(jobs, fitted, source, layer, eval_rows)
-        probes = ",".join(spec.probe for spec in specs)
         log.info("%s %s layer %d: %d probes fitted", specs[0].model, probes, layer,
                  sum(map(len, fitted)))  # fmt: skip
     outputs = []
