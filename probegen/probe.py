@@ -50,6 +50,7 @@ def job_spec(cfg: DictConfig) -> JobSpec:
         probe_params=OmegaConf.to_container(cfg.probe.params, resolve=True),
         sign=str(evaluation.get("sign", "eval")),
         seed=int(cfg.seed),
+        device=str(cfg.device),
     )
 
 

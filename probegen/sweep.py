@@ -92,6 +92,7 @@ class JobSpec:
     probe_params: dict = field(default_factory=dict)
     sign: str = "eval"  # eval | train (DESIGN §6)
     seed: int = 0
+    device: str = "cpu"  # where probes are fitted: cpu | cuda | cuda:N | auto (`fit_device`)
 
 
 @dataclass
@@ -121,6 +122,7 @@ def shared_pass_key(spec: JobSpec) -> tuple:
         tuple(spec.eval),
         None if spec.layers is None else tuple(spec.layers),
         spec.seed,
+        spec.device,
     )
 
 
@@ -151,14 +153,15 @@ def run_jobs(specs: Sequence[JobSpec], source: ActivationSource) -> list[JobOutp
         if shared_pass_key(spec) != shared_pass_key(specs[0]):
             raise ValueError(
                 f"jobs {specs[0].probe!r} and {spec.probe!r} differ in more than the probe "
-                "(model, train, eval, layer and seed must match to share a pass)"
+                "(model, train, eval, layer, seed and device must match to share a pass)"
             )
+    device = fit_device(specs[0].device)
     layers = resolve_layers(specs[0], source)
     jobs = [_JobState(spec) for spec in specs]
     eval_rows: dict[str, EvalRows] = {}
     probes = ",".join(spec.probe for spec in specs)
     for layer in layers:
-        fitted = fit_layer(jobs, source, layer)
+        fitted = fit_layer(jobs, source, layer, device)
         for job, fits in zip(jobs, fitted, strict=True):
             for name, (coef, _, _) in fits.items():
                 job.directions[f"{name}/layer.{layer}"] = coef
@@ -171,6 +174,32 @@ def run_jobs(specs: Sequence[JobSpec], source: ActivationSource) -> list[JobOutp
         results["auroc"] = results["auroc"].astype("Float64")
         outputs.append(JobOutput(results, job.directions))
     return outputs
+
+
+def fit_device(name: str) -> torch.device:
+    """The torch device that `device=name` asks for; `auto` is the first GPU torch sees,
+    else the CPU. A GPU that is not there is an error now, before any work is done."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as err:
+        raise ValueError(
+            f"device={name!r} is not a torch device: use cpu, cuda, cuda:N or auto"
+        ) from err
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"device={name!r}, but torch {torch.__version__} sees no CUDA GPU "
+                "(torch.cuda.is_available() is False): run with device=cpu or device=auto"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device={name!r}, but torch sees {torch.cuda.device_count()} CUDA GPU(s)"
+            )
+    elif device.type != "cpu":
+        raise ValueError(f"device={name!r}: probes fit on cpu or cuda (or auto)")
+    return device
 
 
 def new_probe(spec: JobSpec) -> BaseProbe:
@@ -186,8 +215,14 @@ def new_probe(spec: JobSpec) -> BaseProbe:
 Fitted = dict[str, tuple[np.ndarray, float, float]]  # train set -> (coef, sign, seconds)
 
 
-def fit_layer(jobs: Sequence[_JobState], source: ActivationSource, layer: int) -> list[Fitted]:
-    """Fit each job's probe on each train dataset (loaded once for all jobs); per job,
+def fit_layer(
+    jobs: Sequence[_JobState],
+    source: ActivationSource,
+    layer: int,
+    device: torch.device = torch.device("cpu"),
+) -> list[Fitted]:
+    """Fit each job's probe on each train dataset (loaded once for all jobs, and moved to
+    `device` once for all of them: probes fit where their X lives); per job,
     train set -> (coef, train sign, fit seconds). Records skipped/failed rows for every
     eval set of a train set that could not be fitted. Each job's `warm` keeps, per train
     dataset, a warm-starting probe from one layer to the next.
@@ -201,6 +236,7 @@ def fit_layer(jobs: Sequence[_JobState], source: ActivationSource, layer: int) -
         for name in jobs[0].spec.train:
             try:
                 train = source.load(name, layer, ("train",))
+                X = torch.from_numpy(train.X).to(device)  # on the CPU: no copy
             except Exception as err:
                 log.warning("train set %s layer %d unreadable: %s", name, layer, err)
                 for job in jobs:
@@ -209,7 +245,7 @@ def fit_layer(jobs: Sequence[_JobState], source: ActivationSource, layer: int) -
             for job, fits in zip(jobs, fitted, strict=True):
                 start = time.perf_counter()
                 try:
-                    coef, sign = fit_one(job, train, name)
+                    coef, sign = fit_one(job, train, name, X)
                 except (NeedsGroups, OneClass) as err:
                     record_all(job, name, layer, "skipped", str(err))
                     continue
@@ -221,8 +257,11 @@ def fit_layer(jobs: Sequence[_JobState], source: ActivationSource, layer: int) -
     return fitted
 
 
-def fit_one(job: _JobState, train: Activations, name: str) -> tuple[np.ndarray, float]:
-    """Fit the job's probe on one train dataset's train split: (coef, train sign)."""
+def fit_one(
+    job: _JobState, train: Activations, name: str, X: torch.Tensor | None = None
+) -> tuple[np.ndarray, float]:
+    """Fit the job's probe on one train dataset's train split: (coef, train sign). `X`:
+    train.X already on the fit device (default: train.X itself)."""
     if len(train.labels) == 0:
         raise OneClass(f"dataset {name!r} has no train rows")
     probe = job.warm.get(name)
@@ -230,7 +269,8 @@ def fit_one(job: _JobState, train: Activations, name: str) -> tuple[np.ndarray, 
         probe = new_probe(job.spec)
         if getattr(probe, "warm_start", False):
             job.warm[name] = probe
-    probe.fit(train.X, train.labels, groups=train.groups, answer_types=train.answer_types)
+    features = train.X if X is None else X
+    probe.fit(features, train.labels, groups=train.groups, answer_types=train.answer_types)
     coef = np.asarray(probe.coef_, dtype=np.float32)
     if not np.isfinite(coef).all():
         raise FitFailed("direction is not finite")

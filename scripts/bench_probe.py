@@ -23,6 +23,10 @@ between the processes sharing them) of the benchmark and its workers, sampled ev
   python scripts/bench_probe.py --workers 2              # the full grid on two workers
   python scripts/bench_probe.py --workers 2 --alone      # ... each job on its own pass
   python scripts/bench_probe.py --layers 2 --probes lr,dim   # a quick look
+  python scripts/bench_probe.py --device cuda            # probes fitted on the GPU
+
+`--device` is the probe job's `device=`: where the probes are fitted (each train set is
+moved there once per layer). Scoring stays on the CPU, as in the job.
 """
 
 from __future__ import annotations
@@ -156,6 +160,7 @@ class PeakMemory:
 # Set before the workers fork: they inherit the generated activations instead of copying them.
 _SOURCE: SyntheticSource | None = None
 _NAMES: tuple[list[str], list[str]] = ([], [])
+_DEVICE = "cpu"
 
 
 def _limit_threads(threads: int) -> None:
@@ -170,7 +175,7 @@ def run_batch(probes: list[str]) -> list[tuple]:
     probe (probe, batch seconds, fit seconds, fits, ok rows, mean validation accuracy)."""
     start = time.perf_counter()
     train, evals = _NAMES
-    specs = [JobSpec("bench", probe, train=train, eval=evals) for probe in probes]
+    specs = [JobSpec("bench", p, train=train, eval=evals, device=_DEVICE) for p in probes]
     outputs = run_jobs(specs, _SOURCE)
     seconds = time.perf_counter() - start
     summary = []
@@ -184,7 +189,7 @@ def run_batch(probes: list[str]) -> list[tuple]:
 
 
 def main() -> None:
-    global _SOURCE, _NAMES
+    global _SOURCE, _NAMES, _DEVICE
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--probes", default=",".join(STUDY_PROBES))
     parser.add_argument("--train", type=int, default=17, help="train datasets")
@@ -193,7 +198,9 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=2560)
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
     parser.add_argument("--alone", action="store_true", help="each job on its own pass")
+    parser.add_argument("--device", default="cpu", help="where probes are fitted (job's device=)")
     args = parser.parse_args()
+    _DEVICE = args.device
 
     start = time.perf_counter()
     groups = {"train": 400, "train-hparams": 2000, "validation": 2000}
@@ -205,7 +212,8 @@ def main() -> None:
     threads = torch.get_num_threads() if args.workers == 1 else max(1, cores // args.workers)
     print(
         f"torch {torch.__version__}; {args.workers} worker(s), {threads} thread(s) each, "
-        f"{'each job on its own pass' if args.alone else 'jobs batched in shared passes'}; "
+        f"{'each job on its own pass' if args.alone else 'jobs batched in shared passes'}, "
+        f"probes fitted on {args.device}; "
         f"hidden {args.hidden}, {args.train} train × {args.layers} layers, {args.eval} eval "
         f"datasets × 2 splits; data generated in {setup:.1f}s"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -402,3 +403,34 @@ def test_local_launcher_runs_jobs_alone_when_the_shared_pass_fails(tiny_cache, t
         status = json.loads((tmp_path / "sweep" / job / "job_status.json").read_text())
         assert status["status"] == "failed" and "CacheError" in status["error"]
         assert "python -m probegen.extract model=tiny dataset=boolq" in status["error"]
+
+
+def test_fit_device_auto_runs_and_a_missing_gpu_is_a_clear_error(monkeypatch):
+    spec = JobSpec("m", "lr", train=["pairs", "flat"], eval=["pairs"], layers=[0, 2])
+    cpu = run_job(spec, ArraySource())
+    auto = run_job(dataclasses.replace(spec, device="auto"), ArraySource())
+    assert auto.directions.keys() == cpu.directions.keys()
+    for key, direction in cpu.directions.items():  # the CPU here; a GPU: float32 rounding
+        np.testing.assert_allclose(auto.directions[key], direction, rtol=1e-3, atol=1e-5)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for device, message in [
+        ("cuda", "sees no CUDA GPU.*device=cpu"),
+        ("cuda:1", "sees no CUDA GPU"),
+        ("gpu", "not a torch device"),
+        ("meta", "probes fit on cpu or cuda"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            run_job(dataclasses.replace(spec, device=device), ArraySource())
+
+
+def test_device_is_a_probe_config_key_and_part_of_the_shared_pass_key():
+    from hydra import compose, initialize_config_dir
+
+    from probegen.probe import job_spec
+    from probegen.sweep import shared_pass_key
+
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        default = job_spec(compose("probe", overrides=["train=synthetic_capitals"]))
+        gpu = job_spec(compose("probe", overrides=["train=synthetic_capitals", "device=cuda:1"]))
+    assert default.device == "cpu" and gpu.device == "cuda:1"
+    assert shared_pass_key(default) != shared_pass_key(gpu)

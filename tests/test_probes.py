@@ -372,3 +372,44 @@ def test_lr_warm_start_reaches_the_cold_optimum(name):
     # warm_start=False (the default) ignores a previous solution
     again = make_probe(name, tol=1e-9, max_iter=2000).fit(X, y, groups=groups).fit(X2, y, groups)
     assert again.n_iter_ == cold.n_iter_
+
+
+@pytest.fixture(scope="module")
+def wide():
+    """Big enough (n * d > SMALL_PROBLEM) that fits stream X in float32, as on real data."""
+    X, y, groups, truth = paired(n_groups=300, d=2000, signal=4.0, offset=1.0, seed=11)
+    return X, y, groups, truth
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_torch_path_matches_numpy_path(name, wide):
+    """On a GPU every product of a fit is torch's, on the tensor's device. The same torch
+    code runs on the CPU when torch has more than one thread (blas.numpy_blas is False), so
+    fitting a CPU tensor there tests it: it must find the direction the one-thread numpy
+    path finds, up to float32 rounding and the solvers' tolerances."""
+    from probegen.blas import one_thread_each
+
+    X, y, groups, truth = wide
+    with one_thread_each():
+        host = make_probe(name).fit(X, y, groups=groups)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        tensor = make_probe(name).fit(torch.from_numpy(X), y, groups=groups)
+        scores = tensor.decision_function(torch.from_numpy(X))
+    finally:
+        torch.set_num_threads(before)
+    assert tensor.coef_.dtype == np.float32 and isinstance(scores, np.ndarray)
+    assert 1 - cos(tensor.coef_, host.coef_) < 1e-5
+    assert float(unit(tensor.coef_) @ unit(host.coef_)) > 0  # same sign convention
+    np.testing.assert_allclose(scores, host.decision_function(X), rtol=2e-3, atol=2e-3)
+    if name != "random":
+        assert cos(host.coef_, truth) > 0.5  # a real direction, not noise both paths share
+
+
+def test_bf16_tensor_input(data):
+    X, y, groups, _ = data
+    bf16 = torch.from_numpy(X).to(torch.bfloat16)
+    a = make_probe("dim").fit(bf16, y).coef_
+    b = make_probe("dim").fit(bf16.float().numpy(), y).coef_
+    np.testing.assert_array_equal(a, b)

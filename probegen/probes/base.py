@@ -1,10 +1,12 @@
 """Shared pieces of the probes: errors, the estimator base class and linear-algebra helpers.
 
 Every probe is a linear score `X @ coef_ + intercept_` (DESIGN §6), so the job can batch
-many fitted probes into one matrix product. Fitting happens on the CPU, in torch, with
-the matrix-vector products of the iterative solvers done by whichever BLAS is faster
-(`probegen.blas`); most probes are a few dozen passes over X (n ~ 1e3 rows, d ~ 2.5e3
-features), never a d x d matrix.
+many fitted probes into one matrix product. Fitting happens in torch, where X lives: a
+numpy array or CPU tensor on the CPU, with the matrix-vector products of the iterative
+solvers done by whichever BLAS is faster (`probegen.blas`); a CUDA tensor on its GPU, with
+the small bookkeeping of the solvers (L-BFGS's history, Lanczos's tridiagonal matrix) on
+the CPU. Most probes are a few dozen passes over X (n ~ 1e3 rows, d ~ 2.5e3 features),
+never a d x d matrix. `coef_` is a float32 numpy array wherever the fit ran.
 """
 
 from __future__ import annotations
@@ -72,6 +74,11 @@ class BaseProbe:
         del groups
         if not hasattr(self, "coef_"):
             raise RuntimeError(f"{self.name} probe is not fitted")
+        if isinstance(X, torch.Tensor):  # scored where it lives, returned as numpy
+            X = X.detach()
+            dtype = torch.float64 if X.dtype == torch.float64 else torch.float32
+            coef = torch.from_numpy(self.coef_).to(X.device, dtype)
+            return (X.to(dtype) @ coef + self.intercept_).cpu().numpy()
         X = np.asarray(X)
         dtype = np.float64 if X.dtype == np.float64 else np.float32
         return X.astype(dtype, copy=False) @ self.coef_.astype(dtype) + dtype(self.intercept_)
@@ -87,7 +94,19 @@ class BaseProbe:
 
 
 def as_tensor(X) -> torch.Tensor:
-    """X as a 2-d CPU tensor in the compute dtype (see SMALL_PROBLEM); rejects NaN/inf."""
+    """X as a 2-d tensor in the compute dtype (see SMALL_PROBLEM); rejects NaN/inf. A numpy
+    array becomes a CPU tensor; a tensor stays on its device (the fit runs there)."""
+    if isinstance(X, torch.Tensor) and X.device.type != "cpu":
+        if X.ndim != 2:
+            raise ValueError(f"X must be 2-d [n, d], got shape {tuple(X.shape)}")
+        dtype = torch.float64 if X.numel() <= SMALL_PROBLEM else torch.float32
+        X = X.detach().to(dtype).contiguous()
+        if not bool(torch.isfinite(X).all()):
+            raise FitFailed("activations contain NaN or inf: the fit did not converge")
+        return X
+    if isinstance(X, torch.Tensor):  # a CPU tensor: numpy's checks (bf16 has no numpy type)
+        X = X.detach()
+        X = (X if X.dtype in (torch.float32, torch.float64) else X.float()).numpy()
     X = np.asarray(X)
     if X.ndim != 2:
         raise ValueError(f"X must be 2-d [n, d], got shape {X.shape}")
@@ -96,6 +115,11 @@ def as_tensor(X) -> torch.Tensor:
     if not np.isfinite(X).all():  # numpy: ~8x faster than torch.isfinite here
         raise FitFailed("activations contain NaN or inf: the fit did not converge")
     return torch.from_numpy(X)
+
+
+def on_device(values, like: torch.Tensor) -> torch.Tensor:
+    """A numpy array (indices, labels, a direction) as a tensor on `like`'s device."""
+    return torch.from_numpy(np.ascontiguousarray(values)).to(like.device)
 
 
 def labels(y, n: int) -> np.ndarray:
@@ -122,8 +146,9 @@ def codes(ids, n: int, what: str) -> torch.Tensor:
 
 def center_by(X: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
     """Subtract from each row the mean of the rows sharing its code (a new tensor)."""
+    code = code.to(X.device)
     k = int(code.max()) + 1
-    sums = torch.zeros(k, X.shape[1], dtype=X.dtype).index_add_(0, code, X)
+    sums = torch.zeros(k, X.shape[1], dtype=X.dtype, device=X.device).index_add_(0, code, X)
     counts = torch.bincount(code, minlength=k).to(X.dtype)
     # index_select + subtract in place into its output: one [n, d] buffer instead of two,
     # and index_select is ~2x faster than advanced indexing here (same values).
@@ -138,10 +163,11 @@ def orient(w: torch.Tensor, X: torch.Tensor, y, s: torch.Tensor | None = None) -
     `s`: the scores X @ w when the caller has them already."""
     if y is None:
         return w
-    y = torch.from_numpy(np.asarray(y).astype(bool).reshape(-1))
+    y = np.asarray(y).astype(bool).reshape(-1)
     if y.all() or not y.any():
         return w
     s = X @ w.to(X.dtype) if s is None else s
+    y = on_device(y, s)
     return -w if s[y].mean() < s[~y].mean() else w
 
 
@@ -172,8 +198,9 @@ def top_subspace(A: torch.Tensor, k: int, seed: int = 0, block: int = 16, steps:
             V = top_eigh(gram(A.T.contiguous()).double(), k)[1]
         return torch.linalg.qr(V)[0]  # orthonormal to float64 rounding
     block = max(block, k)
-    g = torch.Generator().manual_seed(seed)
-    V = torch.linalg.qr(A.T @ torch.randn(n, block, generator=g, dtype=A.dtype))[0]
+    g = torch.Generator().manual_seed(seed)  # drawn on the CPU: the same start everywhere
+    start = torch.randn(n, block, generator=g, dtype=A.dtype).to(A.device)
+    V = torch.linalg.qr(A.T @ start)[0]
     basis = [V]
     for _ in range(steps - 1):
         V = torch.linalg.qr(A.T @ (A @ V))[0]
@@ -190,7 +217,8 @@ def top_subspace(A: torch.Tensor, k: int, seed: int = 0, block: int = 16, steps:
 def top_direction(
     A: torch.Tensor, seed: int = 0, tol: float = 1e-5, max_iter: int = 300
 ) -> torch.Tensor:
-    """First principal direction of the rows of (centred) A: unit norm, float64 [d].
+    """First principal direction of the rows of (centred) A: unit norm, float64 [d], on A's
+    device.
 
     Lanczos on A^T A (Golub & Van Loan, ch. 10) with full reorthogonalisation, from a seeded
     random start: one pass over A for A v and one for A^T u per step, no d x d or n x n
@@ -229,4 +257,4 @@ def top_direction(
             break
         Q[j + 1] = w / beta[j]
     v = torch.from_numpy(Q[: j + 1].T @ y)
-    return v / v.norm()
+    return (v / v.norm()).to(A.device)

@@ -12,6 +12,7 @@ from probegen.probes.base import (
     NeedsGroups,
     as_tensor,
     codes,
+    on_device,
     top_subspace,
 )
 
@@ -128,7 +129,7 @@ class CCSProbe(BaseProbe):
         if y is not None:
             y = np.asarray(y).astype(bool).reshape(-1)
         first, second = contrast_pairs(groups, y, len(X))
-        A, B = X[torch.from_numpy(first)], X[torch.from_numpy(second)]
+        A, B = X[on_device(first, X)], X[on_device(second, X)]
         centre = 0.5 * (A.mean(0) + B.mean(0)).double()
         A, B = A - A.mean(0), B - B.mean(0)
         if self.n_components is None:
@@ -147,9 +148,12 @@ class CCSProbe(BaseProbe):
         # (p ~ 1/2): the starting loss is ~0.25, so an unoptimised start never "converges".
         g = torch.Generator().manual_seed(self.random_state)
         both = torch.cat([a, b])
-        W = both.T @ torch.randn(len(both), self.n_restarts, generator=g, dtype=both.dtype)
+        start = torch.randn(len(both), self.n_restarts, generator=g, dtype=both.dtype)
+        W = both.T @ start.to(both.device)  # drawn on the CPU: the same starts everywhere
         W = (0.01 * W / (both @ W).std(0).clamp_min(1e-12)).requires_grad_()
-        bias = torch.zeros(self.n_restarts, dtype=both.dtype, requires_grad=True)
+        bias = torch.zeros(
+            self.n_restarts, dtype=both.dtype, device=both.device, requires_grad=True
+        )
 
         def losses() -> torch.Tensor:
             return ccs_loss(torch.sigmoid(a @ W + bias), torch.sigmoid(b @ W + bias))
@@ -184,7 +188,7 @@ class CCSProbe(BaseProbe):
         intercept = float(bias.detach()[best]) - float(centre @ w)
         if y is not None and y.any() and not y.all():
             s = (X @ w.to(X.dtype)).double() + intercept  # (X.double() was a 2x copy of X)
-            t = torch.from_numpy(y)
+            t = on_device(y, s)
             if s[t].mean() < s[~t].mean():  # sign convention: see base.orient
                 w, intercept = -w, -intercept
         self._set_direction(w, intercept)

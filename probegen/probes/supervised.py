@@ -10,7 +10,7 @@ import math
 import numpy as np
 import torch
 
-from probegen.blas import gram, matvecs
+from probegen.blas import gram, matvecs, numpy_blas
 from probegen.probes.base import (
     BaseProbe,
     NeedsGroups,
@@ -19,20 +19,29 @@ from probegen.probes.base import (
     center_by,
     codes,
     labels,
+    on_device,
 )
 
 
 def _class_means(X: torch.Tensor, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """Means of the true and the false rows, float64. numpy accumulates float32 rows in
-    float64 without the float64 copy of X that torch makes (4x faster at n ~ 1e3, d ~ 2.5e3)."""
-    Xn = X.numpy()
-    return tuple(torch.from_numpy(Xn[rows].mean(0, dtype=np.float64)) for rows in (y, ~y))
+    """Means of the true and the false rows, float64 CPU tensors. On one CPU thread numpy
+    accumulates float32 rows in float64 without the float64 copy of X that torch makes
+    (4x faster at n ~ 1e3, d ~ 2.5e3)."""
+    if numpy_blas(X):
+        Xn = X.numpy()
+        return tuple(torch.from_numpy(Xn[rows].mean(0, dtype=np.float64)) for rows in (y, ~y))
+    mask = on_device(y, X)
+    return tuple(X[rows].double().mean(0).cpu() for rows in (mask, ~mask))
 
 
-def _row_sq_norms(W: torch.Tensor) -> torch.Tensor:
-    """Squared norm of each row, accumulated in float64 (without a float64 copy of W)."""
-    Wn = W.numpy()
-    return torch.from_numpy(np.einsum("ij,ij->i", Wn, Wn, dtype=np.float64))
+def _sq_norms(W: torch.Tensor, dim: int) -> torch.Tensor:
+    """Squared norms of W's rows (dim=1) or columns (dim=0), accumulated in float64 (on one
+    CPU thread without a float64 copy of W), on W's device."""
+    if numpy_blas(W):
+        Wn = W.numpy()
+        spec = "ij,ij->j" if dim == 0 else "ij,ij->i"
+        return torch.from_numpy(np.einsum(spec, Wn, Wn, dtype=np.float64))
+    return torch.linalg.vector_norm(W, dim=dim, dtype=torch.float64) ** 2
 
 
 class DIMProbe(BaseProbe):
@@ -67,7 +76,7 @@ def _ledoit_wolf(
     the Gram matrix of a seeded random subset of max_rows rows (~(max_rows / n)^2 of the cost).
     """
     n, d = W.shape
-    sq = _row_sq_norms(W) if sq is None else sq  # squared row norms
+    sq = _sq_norms(W, 1) if sq is None else sq  # squared row norms
     trace = sq.sum() / n  # trace of the empirical covariance
     mu = trace / d
     diag4 = (sq**2).sum()
@@ -75,7 +84,7 @@ def _ledoit_wolf(
         G = gram(W).double()
         off = (G**2).sum() - (G.diagonal() ** 2).sum()
     else:
-        rows = torch.from_numpy(np.random.default_rng(seed).choice(n, max_rows, replace=False))
+        rows = on_device(np.random.default_rng(seed).choice(n, max_rows, replace=False), W)
         G = gram(W[rows]).double()
         off = (
             ((G**2).sum() - (G.diagonal() ** 2).sum()) * (n * (n - 1)) / (max_rows * (max_rows - 1))
@@ -146,11 +155,11 @@ class LDAProbe(BaseProbe):
         y = labels(y, len(X))
         both_classes(y, self.name)
         m1, m0 = _class_means(X, y)
-        means = torch.stack([m0, m1]).to(X.dtype)
-        W = torch.index_select(means, 0, torch.from_numpy(y.astype(np.int64)))
+        means = torch.stack([m0, m1]).to(X.device, X.dtype)
+        W = torch.index_select(means, 0, on_device(y.astype(np.int64), X))
         W = torch.sub(X, W, out=W)  # within-class residuals (one buffer; see center_by)
         n, d = W.shape
-        sq = _row_sq_norms(W)
+        sq = _sq_norms(W, 1)
         if self.shrinkage == "auto":
             a = _ledoit_wolf(W, self.max_rows, self.random_state, sq)
         else:
@@ -195,12 +204,12 @@ def _logistic(
     `centred`: X's column means are 0 already (group-centred rows); skips that copy of X.
     Returns (w float64 [d], b, iterations used).
     """
-    mean = torch.zeros(X.shape[1], dtype=X.dtype) if centred else X.mean(0)
+    mean = torch.zeros(X.shape[1], dtype=X.dtype, device=X.device) if centred else X.mean(0)
     Xc = X if centred else X - mean
+    mean = mean.double().cpu()  # w, b and the optimiser live on the CPU; Xc maybe not
     n, d = Xc.shape
     s = torch.from_numpy(np.where(y, 1.0, -1.0))
-    Xn = Xc.numpy()
-    pw = (1 + C / 4 * torch.from_numpy(np.einsum("ij,ij->j", Xn, Xn, dtype=np.float64))).rsqrt()
+    pw = (1 + C / 4 * _sq_norms(Xc, 0).cpu()).rsqrt()
     pb = (1 + C * n / 4) ** -0.5
 
     forward, backward = matvecs(Xc)
@@ -218,7 +227,7 @@ def _logistic(
     g0 = first[1].abs().max().item()
     if init is not None:
         w0 = torch.as_tensor(init[0], dtype=torch.float64)
-        start = torch.cat([w0 / pw, ((init[1] + mean.double() @ w0) / pb).reshape(1)])
+        start = torch.cat([w0 / pw, ((init[1] + mean @ w0) / pb).reshape(1)])
         warm = value_and_grad(start)
         if torch.isfinite(warm[0]) and warm[0] < first[0]:
             zero, first = start, warm
@@ -243,7 +252,7 @@ def _logistic(
     n_iter = int(opt.state[u].get("n_iter", 0))
     u = u.detach()
     w, b = pw * u[:d], pb * u[d]
-    return w, float(b - mean.double() @ w), n_iter
+    return w, float(b - mean @ w), n_iter
 
 
 class LRProbe(BaseProbe):

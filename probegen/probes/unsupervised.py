@@ -17,6 +17,7 @@ from probegen.probes.base import (
     as_tensor,
     center_by,
     codes,
+    on_device,
     orient,
     top_direction,
 )
@@ -40,6 +41,7 @@ class _CentredDirection(BaseProbe):
         self.random_state = random_state
 
     def _finish(self, w: torch.Tensor, X: torch.Tensor, y) -> BaseProbe:
+        w = w.to(X.device)
         s = (X @ w.to(X.dtype)).double()  # one pass for both the sign and the intercept
         oriented = orient(w, X, y, s)
         mean = float(s.mean()) if oriented is w else -float(s.mean())
@@ -103,7 +105,7 @@ class LATProbe(_CentredDirection):
         # cancels in each difference: pair the raw rows.
         A = X if answer_types is None else _normalise(X, answer_types)
         order = np.random.default_rng(self.random_state).permutation(len(A))
-        pairs = torch.from_numpy(order[: len(order) // 2 * 2].reshape(-1, 2))
+        pairs = on_device(order[: len(order) // 2 * 2].reshape(-1, 2), A)
         diffs = A[pairs[:, 0]] - A[pairs[:, 1]]
         w = top_direction(diffs - diffs.mean(0), seed=self.random_state)
         return self._finish(w, X, y)
