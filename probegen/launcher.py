@@ -92,8 +92,8 @@ def shared_pass(specs: Sequence[JobSpec], cache_dir: Path) -> Iterator[None]:
 
 # Seconds each probe's 306 fits took on the probe benchmark (README, two workers), plus ~10 s
 # of scoring that every probe costs: only to balance batches. Others count as the median.
-BENCHMARK_SECONDS = {"dim": 15, "lda": 33, "lr": 25, "lr-g": 26, "ccs": 52, "pca": 33,
-                     "pca-g": 55, "lat": 25, "random": 10}  # fmt: skip
+BENCHMARK_SECONDS = {"dim": 14, "lda": 29, "lr": 42, "lr-g": 43, "ccs": 51, "pca": 29,
+                     "pca-g": 48, "lat": 22, "random": 10}  # fmt: skip
 
 
 def probe_weight(probe: str) -> float:

@@ -199,18 +199,27 @@ def test_eval_rows_prepared_once_are_rebuilt_when_rows_differ():
             )
 
 
-def test_lr_warm_starts_across_layers_unless_the_job_says_otherwise():
-    # ArraySource serves the same activations at layers 0 and 2: a warm start at layer 2
-    # begins at layer 0's solution, which is already optimal, and keeps it exactly; a cold
-    # fit reaches the same optimum within the solver's tolerance.
+def test_lr_warm_starts_across_layers_only_when_the_job_says_so(monkeypatch):
+    from probegen.probes import supervised
+
+    starts = []  # per fit: did it start from a previous solution?
+    solve = supervised._logistic
+
+    def spy(X, y, C, max_iter, tol, init=None, *args):
+        starts.append(init is not None)
+        return solve(X, y, C, max_iter, tol, init, *args)
+
+    monkeypatch.setattr(supervised, "_logistic", spy)
     source = ArraySource()
-    spec = JobSpec("m", "lr", train=["pairs"], eval=["pairs"], layers=[0, 2])
-    warm = run_job(spec, source)
-    d0, d2 = warm.directions["pairs/layer.0"], warm.directions["pairs/layer.2"]
-    np.testing.assert_allclose(d0, d2, rtol=1e-6)
-    spec.probe_params = {"warm_start": False}
+    spec = JobSpec("m", "lr", train=["pairs", "flat"], eval=["pairs"], layers=[0, 2])
     cold = run_job(spec, source)
-    np.testing.assert_allclose(cold.directions["pairs/layer.2"], d2, rtol=1e-2, atol=1e-3)
+    assert starts == [False] * 4
+    starts.clear()
+    spec.probe_params = {"warm_start": True}
+    warm = run_job(spec, source)
+    assert starts == [False, False, True, True]  # layer 2 of each train set from layer 0's
+    for key, direction in cold.directions.items():  # the same optimum (convex loss)
+        np.testing.assert_allclose(warm.directions[key], direction, rtol=1e-2, atol=1e-3)
     cols = ["layer", "eval_split", "accuracy", "n", "is_flipped", "status"]
     pd.testing.assert_frame_equal(warm.results[cols], cold.results[cols])
 
