@@ -431,7 +431,8 @@ def ill_conditioned(n=500, d=300, k=8, scale=30.0, seed=0):
     return X.astype(np.float32), y
 
 
-def test_lr_low_rank_preconditioner_converges_where_the_diagonal_does_not():
+def test_lr_low_rank_preconditioner_converges_where_the_diagonal_does_not(threads):
+    # threads: numpy's products (one thread) and torch's (two: the GPU path), see conftest
     sklearn = pytest.importorskip("sklearn.linear_model")
     X, y = ill_conditioned()
     ref = sklearn.LogisticRegression(C=1.0, tol=1e-10, max_iter=20_000).fit(X.astype(float), y)
