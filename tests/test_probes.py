@@ -384,12 +384,17 @@ def wide():
     return X, y, groups, truth
 
 
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="torch sees no CUDA GPU")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
 @pytest.mark.parametrize("name", ALL)
-def test_torch_path_matches_numpy_path(name, wide):
+def test_torch_path_matches_numpy_path(name, device, wide):
     """On a GPU every product of a fit is torch's, on the tensor's device. The same torch
     code runs on the CPU when torch has more than one thread (blas.numpy_blas is False), so
     fitting a CPU tensor there tests it: it must find the direction the one-thread numpy
-    path finds, up to float32 rounding and the solvers' tolerances."""
+    path finds, up to float32 rounding and the solvers' tolerances. Where torch sees a GPU,
+    the fit on a CUDA tensor is checked the same way."""
     from probegen.blas import one_thread_each
 
     X, y, groups, truth = wide
@@ -398,8 +403,9 @@ def test_torch_path_matches_numpy_path(name, wide):
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        tensor = make_probe(name).fit(torch.from_numpy(X), y, groups=groups)
-        scores = tensor.decision_function(torch.from_numpy(X))
+        X_device = torch.from_numpy(X).to(device)
+        tensor = make_probe(name).fit(X_device, y, groups=groups)
+        scores = tensor.decision_function(X_device)
     finally:
         torch.set_num_threads(before)
     assert tensor.coef_.dtype == np.float32 and isinstance(scores, np.ndarray)
@@ -431,13 +437,15 @@ def ill_conditioned(n=500, d=300, k=8, scale=30.0, seed=0):
     return X.astype(np.float32), y
 
 
-def test_lr_low_rank_preconditioner_converges_where_the_diagonal_does_not(threads):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+def test_lr_low_rank_preconditioner_converges_where_the_diagonal_does_not(threads, device):
     # threads: numpy's products (one thread) and torch's (two: the GPU path), see conftest
     sklearn = pytest.importorskip("sklearn.linear_model")
     X, y = ill_conditioned()
     ref = sklearn.LogisticRegression(C=1.0, tol=1e-10, max_iter=20_000).fit(X.astype(float), y)
-    diagonal = make_probe("lr", precondition_rank=0).fit(X, y)
-    low_rank = make_probe("lr").fit(X, y)
+    X_device = torch.from_numpy(X).to(device)
+    diagonal = make_probe("lr", precondition_rank=0).fit(X_device, y)
+    low_rank = make_probe("lr").fit(X_device, y)
     assert diagonal.n_iter_ == 200 and 1 - cos(diagonal.coef_, ref.coef_[0]) > 1e-3
     assert low_rank.n_iter_ < 200 and 1 - cos(low_rank.coef_, ref.coef_[0]) < 1e-4
     assert float(unit(low_rank.coef_) @ unit(ref.coef_[0])) > 0
