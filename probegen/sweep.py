@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import pandas as pd
@@ -97,6 +97,7 @@ class JobSpec:
 class JobOutput:
     results: pd.DataFrame
     directions: dict[str, np.ndarray]  # "<train dataset>/layer.<i>" -> [hidden] float32
+    intercepts: dict[str, float] = field(default_factory=dict)  # same keys -> intercept_
 
 
 def resolve_layers(spec: JobSpec, source: ActivationSource) -> list[int]:
@@ -129,6 +130,7 @@ class _JobState:
     spec: JobSpec
     rows: list[dict] = field(default_factory=list)
     directions: dict[str, np.ndarray] = field(default_factory=dict)
+    intercepts: dict[str, float] = field(default_factory=dict)
     warm: dict[str, BaseProbe] = field(default_factory=dict)
 
 
@@ -161,8 +163,9 @@ def run_jobs(specs: Sequence[JobSpec], source: ActivationSource) -> list[JobOutp
     for layer in layers:
         fitted = fit_layer(jobs, source, layer, device)
         for job, fits in zip(jobs, fitted, strict=True):
-            for name, (coef, _, _) in fits.items():
-                job.directions[f"{name}/layer.{layer}"] = coef
+            for name, fit in fits.items():
+                job.directions[f"{name}/layer.{layer}"] = fit.coef
+                job.intercepts[f"{name}/layer.{layer}"] = fit.intercept
         score_layer(jobs, fitted, source, layer, eval_rows)
         log.info("%s %s layer %d: %d probes fitted", specs[0].model, probes, layer,
                  sum(map(len, fitted)))  # fmt: skip
@@ -170,7 +173,7 @@ def run_jobs(specs: Sequence[JobSpec], source: ActivationSource) -> list[JobOutp
     for job in jobs:
         results = pd.DataFrame(job.rows, columns=RESULT_COLUMNS)
         results["auroc"] = results["auroc"].astype("Float64")
-        outputs.append(JobOutput(results, job.directions))
+        outputs.append(JobOutput(results, job.directions, job.intercepts))
     return outputs
 
 
@@ -209,7 +212,16 @@ def new_probe(spec: JobSpec) -> BaseProbe:
     return make_probe(spec.probe, **spec.probe_params)
 
 
-Fitted = dict[str, tuple[np.ndarray, float, float]]  # train set -> (coef, sign, seconds)
+class Fit(NamedTuple):
+    """One fitted probe: its direction and intercept, its train-split sign, its fit time."""
+
+    coef: np.ndarray
+    intercept: float
+    sign: float
+    seconds: float
+
+
+Fitted = dict[str, Fit]  # train dataset -> its fit
 
 
 def fit_layer(
@@ -220,7 +232,7 @@ def fit_layer(
 ) -> list[Fitted]:
     """Fit each job's probe on each train dataset (loaded once for all jobs, and moved to
     `device` once for all of them: probes fit where their X lives); per job,
-    train set -> (coef, train sign, fit seconds). Records skipped/failed rows for every
+    train set -> its `Fit`. Records skipped/failed rows for every
     eval set of a train set that could not be fitted. Each job's `warm` keeps, per train
     dataset, a warm-starting probe from one layer to the next.
 
@@ -242,7 +254,7 @@ def fit_layer(
             for job, fits in zip(jobs, fitted, strict=True):
                 start = time.perf_counter()
                 try:
-                    coef, sign = fit_one(job, train, name, X)
+                    coef, intercept, sign = fit_one(job, train, name, X)
                 except (NeedsGroups, OneClass) as err:
                     record_all(job, name, layer, "skipped", str(err))
                     continue
@@ -250,15 +262,15 @@ def fit_layer(
                     log.warning("%s on %s layer %d failed: %s", job.spec.probe, name, layer, err)
                     record_all(job, name, layer, "failed", f"{type(err).__name__}: {err}")
                     continue
-                fits[name] = (coef, sign, time.perf_counter() - start)
+                fits[name] = Fit(coef, intercept, sign, time.perf_counter() - start)
     return fitted
 
 
 def fit_one(
     job: _JobState, train: Activations, name: str, X: torch.Tensor | None = None
-) -> tuple[np.ndarray, float]:
-    """Fit the job's probe on one train dataset's train split: (coef, train sign). `X`:
-    train.X already on the fit device (default: train.X itself)."""
+) -> tuple[np.ndarray, float, float]:
+    """Fit the job's probe on one train dataset's train split: (coef, intercept, train
+    sign). `X`: train.X already on the fit device (default: train.X itself)."""
     if len(train.labels) == 0:
         raise OneClass(f"dataset {name!r} has no train rows")
     probe = job.warm.get(name)
@@ -274,7 +286,7 @@ def fit_one(
     sign = 1.0
     if job.spec.sign == "train":
         sign = float(train_signs(train.X @ coef, train.labels, train.groups)[0])
-    return coef, sign
+    return coef, float(probe.intercept_), sign
 
 
 class EvalRows:
@@ -335,7 +347,7 @@ def score_layer(
             offset += len(fits)
     if not parts:
         return
-    W = torch.from_numpy(np.stack([coef for p in parts for coef, _, _ in p.fits.values()], 1))
+    W = torch.from_numpy(np.stack([fit.coef for p in parts for fit in p.fits.values()], 1))
     by_policy = {
         policy: [p for p in parts if p.job.spec.sign == policy] for policy in ("eval", "train")
     }
@@ -363,7 +375,7 @@ def score_layer(
                     S_mine = S
                 signs = None
                 if policy == "train":
-                    signs = np.array([sign for p in mine for _, sign, _ in p.fits.values()])
+                    signs = np.array([fit.sign for p in mine for fit in p.fits.values()])
                 result = eval_set.score(S_mine, signs)
                 start = 0
                 for p in mine:
@@ -395,7 +407,7 @@ def add_rows(part: _Part, layer: int, eval_name: str, split: str, result, take: 
                 "is_flipped": flipped,
                 "status": "ok",
                 "reason": "",
-                "fit_seconds": fits[name][2],
+                "fit_seconds": fits[name].seconds,
             }
         )
 
@@ -428,7 +440,10 @@ def record_all(job: _JobState, train: str, layer: int, status: str, reason: str)
 
 
 def write_outputs(output: JobOutput, out_dir: Path, spec: JobSpec) -> tuple[Path, Path]:
-    """results.parquet and probes.safetensors in the job's output folder (DESIGN §7)."""
+    """results.parquet and probes.safetensors in the job's output folder (DESIGN §7). The
+    safetensors file holds one direction per "<train dataset>/layer.<i>"; its metadata the
+    model, probe, probe params and, as JSON under "intercepts", each direction's intercept
+    (a probe's score is X @ direction + intercept)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     results_path, probes_path = out_dir / "results.parquet", out_dir / "probes.safetensors"
     output.results.to_parquet(results_path, index=False)
@@ -437,6 +452,7 @@ def write_outputs(output: JobOutput, out_dir: Path, spec: JobSpec) -> tuple[Path
         "model": spec.model,
         "probe": spec.probe,
         "probe_params": json.dumps(spec.probe_params, sort_keys=True),
+        "intercepts": json.dumps(output.intercepts, sort_keys=True),
     }
     save_file(tensors, str(probes_path), metadata=metadata)
     return results_path, probes_path

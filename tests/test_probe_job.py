@@ -70,6 +70,8 @@ def test_multirun_writes_results_probes_and_offline_wandb_runs(tiny_cache, tmp_p
                 f"{d}/layer.{i}" for d in ("synthetic_capitals", "got_larger_than") for i in (1, 3)
             )
             assert f.get_tensor("got_larger_than/layer.3").shape == (64,)
+            intercepts = json.loads(f.metadata()["intercepts"])
+            assert sorted(intercepts) == sorted(f.keys())
         assert list((folder / "wandb").glob("offline-run-*/run-*.wandb"))
         assert (folder / "heatmap.png").stat().st_size > 10_000
 
@@ -443,3 +445,16 @@ def test_device_is_a_probe_config_key_and_part_of_the_shared_pass_key():
         gpu = job_spec(compose("probe", overrides=["train=synthetic_capitals", "device=cuda:1"]))
     assert default.device == "cpu" and gpu.device == "cuda:1"
     assert shared_pass_key(default) != shared_pass_key(gpu)
+
+
+def test_saved_intercepts_are_the_probes_own():
+    from probegen.probes import make_probe
+
+    source = ArraySource()
+    spec = JobSpec("m", "dim", train=["pairs"], eval=["pairs"], layers=[0])
+    output = run_job(spec, source)
+    train = source.load("pairs", 0, ("train",))
+    probe = make_probe("dim").fit(train.X, train.labels)
+    np.testing.assert_array_equal(output.directions["pairs/layer.0"], probe.coef_)
+    assert output.intercepts == {"pairs/layer.0": probe.intercept_}
+    assert probe.intercept_ != 0  # DIM's threshold sits between the class means
