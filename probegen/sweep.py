@@ -160,6 +160,8 @@ def run_jobs(specs: Sequence[JobSpec], source: ActivationSource) -> list[JobOutp
     jobs = [_JobState(spec) for spec in specs]
     eval_rows: dict[str, EvalRows] = {}
     probes = ",".join(spec.probe for spec in specs)
+    if device.type != "cpu":
+        log.info("%s %s: probes fitted on %s", specs[0].model, probes, device)
     for layer in layers:
         fitted = fit_layer(jobs, source, layer, device)
         for job, fits in zip(jobs, fitted, strict=True):
