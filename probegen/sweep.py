@@ -247,11 +247,18 @@ def fit_layer(
         for name in jobs[0].spec.train:
             try:
                 train = source.load(name, layer, ("train",))
-                X = torch.from_numpy(train.X).to(device)  # on the CPU: no copy
             except Exception as err:
                 log.warning("train set %s layer %d unreadable: %s", name, layer, err)
                 for job in jobs:
                     record_all(job, name, layer, "failed", f"{type(err).__name__}: {err}")
+                continue
+            try:
+                X = torch.from_numpy(train.X).to(device)  # on the CPU: no copy
+            except Exception as err:  # e.g. the GPU is out of memory
+                log.warning("train set %s layer %d not moved to %s: %s", name, layer, device, err)
+                reason = f"moving it to {device}: {type(err).__name__}: {err}"
+                for job in jobs:
+                    record_all(job, name, layer, "failed", reason)
                 continue
             for job, fits in zip(jobs, fitted, strict=True):
                 start = time.perf_counter()

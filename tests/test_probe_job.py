@@ -432,6 +432,10 @@ def test_fit_device_auto_runs_and_a_missing_gpu_is_a_clear_error(monkeypatch):
     ]:
         with pytest.raises(ValueError, match=message):
             run_job(dataclasses.replace(spec, device=device), ArraySource())
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match=r"device='cuda:1', but torch sees 1 CUDA GPU\(s\)"):
+        run_job(dataclasses.replace(spec, device="cuda:1"), ArraySource())
 
 
 def test_device_is_a_probe_config_key_and_part_of_the_shared_pass_key():

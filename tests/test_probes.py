@@ -419,9 +419,11 @@ def test_torch_path_matches_numpy_path(name, device, wide):
 def test_bf16_tensor_input(data):
     X, y, groups, _ = data
     bf16 = torch.from_numpy(X).to(torch.bfloat16)
-    a = make_probe("dim").fit(bf16, y).coef_
-    b = make_probe("dim").fit(bf16.float().numpy(), y).coef_
-    np.testing.assert_array_equal(a, b)
+    coef = make_probe("dim").fit(bf16, y).coef_
+    rounded = bf16.double().numpy()  # what the bf16 tensor holds, exactly
+    expected = rounded[y].mean(0) - rounded[~y].mean(0)
+    np.testing.assert_allclose(coef, expected, rtol=1e-6, atol=1e-7)
+    assert np.abs(coef - (X[y].mean(0) - X[~y].mean(0))).max() > 1e-4  # bf16 rounding shows
 
 
 def ill_conditioned(n=500, d=300, k=8, scale=30.0, seed=0):
@@ -450,3 +452,51 @@ def test_lr_low_rank_preconditioner_converges_where_the_diagonal_does_not(thread
     assert low_rank.n_iter_ < 200 and 1 - cos(low_rank.coef_, ref.coef_[0]) < 1e-4
     assert float(unit(low_rank.coef_) @ unit(ref.coef_[0])) > 0
     np.testing.assert_allclose(low_rank.intercept_, ref.intercept_[0], rtol=0.02, atol=0.02)
+
+
+def test_low_rank_preconditioner_and_its_inverse():
+    from probegen.probes.supervised import low_rank_preconditioner
+
+    X, _ = ill_conditioned()
+    Xs = torch.from_numpy(X - X.mean(0)).double()
+    T = low_rank_preconditioner(Xs, C=1.0, rank=16)
+    assert T.V.shape == (X.shape[1], 16) and T.V.device.type == "cpu"
+    np.testing.assert_allclose((T.V.T @ T.V).numpy(), np.eye(16), atol=1e-10)
+    u = torch.from_numpy(np.random.default_rng(1).standard_normal(X.shape[1]))
+    torch.testing.assert_close(T.apply(T.inverse(u)), u, rtol=1e-10, atol=1e-10)
+    # on the leading direction T is (1 + C/4 lambda)^(-1/2), lambda its eigenvalue
+    values, vectors = torch.linalg.eigh(Xs.T @ Xs)
+    top = vectors[:, -1]
+    assert abs(float(T.V[:, 0] @ top)) > 1 - 1e-8
+    torch.testing.assert_close(T.apply(top), top * (1 + values[-1] / 4) ** -0.5, rtol=1e-6,
+                               atol=1e-8)  # fmt: skip
+    # outside V's span it is the identity
+    rest = u - T.V @ (T.V.T @ u)
+    torch.testing.assert_close(T.apply(rest), rest, rtol=1e-10, atol=1e-10)
+
+
+def test_lr_turns_to_the_low_rank_step_only_when_it_has_not_converged(monkeypatch, data):
+    from probegen.probes import supervised
+
+    calls = []
+    build = supervised.low_rank_preconditioner
+
+    class Spy(supervised.LowRank):
+        def inverse(self, u):
+            calls.append("restart")
+            return super().inverse(u)
+
+    def spy(*args, **kwargs):
+        calls.append("build")
+        return Spy(*build(*args, **kwargs))
+
+    monkeypatch.setattr(supervised, "low_rank_preconditioner", spy)
+    X, y, _, _ = data  # easy: converges well within 20 iterations
+    easy = make_probe("lr").fit(X, y)
+    assert easy.n_iter_ < 20 and calls == []
+    X, y = ill_conditioned()
+    hard = make_probe("lr").fit(X, y)
+    assert hard.n_iter_ > 20 and calls == ["build", "restart"]  # on from where phase 1 was
+    calls.clear()
+    make_probe("lr", precondition_rank=0).fit(X, y)
+    assert calls == []

@@ -6,6 +6,7 @@ All of them are fitted so that true rows score higher than false rows on the tra
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -181,14 +182,27 @@ class LDAProbe(BaseProbe):
         return self
 
 
-def _low_rank_preconditioner(
+class LowRank(NamedTuple):
+    """T = I + V diag(g) V^T (V: orthonormal columns, float64 CPU tensors) and its inverse."""
+
+    V: torch.Tensor
+    g: torch.Tensor
+
+    def apply(self, u: torch.Tensor) -> torch.Tensor:
+        return u + self.V @ (self.g * (self.V.T @ u))
+
+    def inverse(self, u: torch.Tensor) -> torch.Tensor:
+        return u + self.V @ ((1 / (1 + self.g) - 1) * (self.V.T @ u))
+
+
+def low_rank_preconditioner(
     Xs: torch.Tensor, C: float, rank: int, max_rows: int = 512, seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(V, g) of T = I + V diag(g) V^T ~ (I + C/4 Xs^T Xs)^(-1/2), float64 CPU tensors: V the
-    top `rank` principal directions of the rows of Xs ([d, rank], orthonormal columns),
-    g = (1 + C/4 lambda)^(-1/2) - 1 for their eigenvalues lambda. From the Gram matrix of
-    at most `max_rows` rows (a seeded subset, its eigenvalues scaled by n / max_rows): a
-    preconditioner only has to catch the few directions of huge variance."""
+) -> LowRank:
+    """T ~ (I + C/4 Xs^T Xs)^(-1/2) on the top `rank` principal directions V of the rows of
+    Xs, the identity elsewhere: g = (1 + C/4 lambda)^(-1/2) - 1 for their eigenvalues
+    lambda. From the Gram matrix of at most `max_rows` rows (a seeded subset, its
+    eigenvalues scaled by n / max_rows): a preconditioner only has to catch the few
+    directions of huge variance."""
     n, d = Xs.shape
     rows = Xs
     if n > max_rows:
@@ -199,8 +213,7 @@ def _low_rank_preconditioner(
     values = values.clamp_min(0)
     V = (rows.T @ U.to(rows.dtype)).double() / values.clamp_min(1e-300).sqrt()
     V = torch.linalg.qr(V)[0].cpu()
-    g = (1 + C / 4 * values.cpu() * (n / len(rows))).rsqrt() - 1
-    return V, g
+    return LowRank(V, (1 + C / 4 * values.cpu() * (n / len(rows))).rsqrt() - 1)
 
 
 def _logistic(
@@ -222,7 +235,7 @@ def _logistic(
     - diagonal preconditioning by the Boehning curvature bound (logistic'' <= 1/4),
       w_j = u_j / sqrt(1 + C/4 sum_i x_ij^2), against features of very different scales;
     - if that has not converged after `precondition_after` iterations, L-BFGS restarts from
-      where it is with a low-rank preconditioner as well (`_low_rank_preconditioner`, the
+      where it is with a low-rank preconditioner as well (`low_rank_preconditioner`, the
       bound's top `rank` directions; rank=0: never). Real activations have a few directions
       of huge variance shared by many features, which a diagonal cannot catch: on the demo's
       SmolLM2 activations 7 of 56 fits converged within 200 iterations without it, 48 with
@@ -275,18 +288,23 @@ def _logistic(
             tolerance_change=0.0,
             line_search_fn="strong_wolfe",
         )
-        cached, last = [first], [first[1]]
+        cached, last = [first], [(u.detach().clone(), first[1])]
 
         def closure():
             loss, grad = cached.pop() if cached else value_and_grad(u.detach())
-            u.grad = last[0] = grad
+            u.grad = grad
+            last[0] = (u.detach().clone(), grad)
             return loss
 
         opt.step(closure)
         used = int(opt.state[u].get("n_iter", 0))
-        # the strong-Wolfe search evaluates the accepted point last
-        converged = last[0].abs().max().item() <= tol * g0
         u = u.detach()
+        # Usually the line search evaluated the accepted point last; not when its zoom gave
+        # up and fell back to an earlier point: then the gradient is taken again.
+        at, grad = last[0]
+        if not torch.equal(at, u):
+            grad = value_and_grad(u)[1]
+        converged = grad.abs().max().item() <= tol * g0
         return pw * T(u[:d]), pb * u[d], used, converged
 
     start = None
@@ -296,13 +314,9 @@ def _logistic(
     first_budget = max_iter if rank <= 0 else min(max_iter, precondition_after)
     w, b, used, converged = solve(lambda u: u, start, first_budget)
     if not converged and used < max_iter and rank > 0:  # precondition, go on
-        V, g = _low_rank_preconditioner(Xc * pw.to(Xc.device, Xc.dtype), C, rank)
-        # on from the current point: u = T^-1 (w / pw), T^-1 = I + V diag(1 / (1 + g) - 1) V^T
-        u = w / pw
-        u = u + V @ ((1 / (1 + g) - 1) * (V.T @ u))
-        w, b, more, _ = solve(
-            lambda u: u + V @ (g * (V.T @ u)), torch.cat([u, (b / pb).reshape(1)]), max_iter - used
-        )
+        T = low_rank_preconditioner(Xc * pw.to(Xc.device, Xc.dtype), C, rank)
+        u = T.inverse(w / pw)  # on from the current point
+        w, b, more, _ = solve(T.apply, torch.cat([u, (b / pb).reshape(1)]), max_iter - used)
         used += more
     return w, float(b - mean @ w), used
 
@@ -312,9 +326,10 @@ class LRProbe(BaseProbe):
     Alain & Bengio 2016, "Understanding intermediate layers using linear classifier
     probes"). Same objective as sklearn LogisticRegression(C=1.0); see `_logistic`.
 
-    warm_start=True (as in sklearn): a refit starts from the previous solution. The sweep
-    uses it across layers of one train dataset; the objective is strictly convex, so only
-    the path changes, and the stopping rule stays relative to the gradient at w = 0.
+    warm_start=True (as in sklearn): a refit starts from the previous solution. A job that
+    sets it keeps one probe per train dataset across layers (off by default; see
+    `sweep.new_probe`); the objective is strictly convex, so only the path changes, and
+    the stopping rule stays relative to the gradient at w = 0.
     precondition_rank: the rank of the low-rank preconditioner a fit turns to when it has
     not converged after 20 iterations (0: diagonal preconditioning only); see `_logistic`."""
 
