@@ -247,18 +247,11 @@ def fit_layer(
         for name in jobs[0].spec.train:
             try:
                 train = source.load(name, layer, ("train",))
-            except Exception as err:
-                log.warning("train set %s layer %d unreadable: %s", name, layer, err)
+                X = torch.from_numpy(train.X).to(device)  # on the CPU: no copy
+            except Exception as err:  # unreadable, or e.g. the GPU out of memory
+                log.warning("train set %s layer %d not loaded to %s: %s", name, layer, device, err)
                 for job in jobs:
                     record_all(job, name, layer, "failed", f"{type(err).__name__}: {err}")
-                continue
-            try:
-                X = torch.from_numpy(train.X).to(device)  # on the CPU: no copy
-            except Exception as err:  # e.g. the GPU is out of memory
-                log.warning("train set %s layer %d not moved to %s: %s", name, layer, device, err)
-                reason = f"moving it to {device}: {type(err).__name__}: {err}"
-                for job in jobs:
-                    record_all(job, name, layer, "failed", reason)
                 continue
             for job, fits in zip(jobs, fitted, strict=True):
                 start = time.perf_counter()
@@ -276,10 +269,10 @@ def fit_layer(
 
 
 def fit_one(
-    job: _JobState, train: Activations, name: str, X: torch.Tensor | None = None
+    job: _JobState, train: Activations, name: str, X: torch.Tensor
 ) -> tuple[np.ndarray, float, float]:
     """Fit the job's probe on one train dataset's train split: (coef, intercept, train
-    sign). `X`: train.X already on the fit device (default: train.X itself)."""
+    sign). `X`: train.X as a tensor on the fit device."""
     if len(train.labels) == 0:
         raise OneClass(f"dataset {name!r} has no train rows")
     probe = job.warm.get(name)
@@ -287,8 +280,7 @@ def fit_one(
         probe = new_probe(job.spec)
         if getattr(probe, "warm_start", False):
             job.warm[name] = probe
-    features = train.X if X is None else X
-    probe.fit(features, train.labels, groups=train.groups, answer_types=train.answer_types)
+    probe.fit(X, train.labels, groups=train.groups, answer_types=train.answer_types)
     coef = np.asarray(probe.coef_, dtype=np.float32)
     if not np.isfinite(coef).all():
         raise FitFailed("direction is not finite")

@@ -12,6 +12,7 @@ never a d x d matrix. `coef_` is a float32 numpy array wherever the fit ran.
 from __future__ import annotations
 
 import inspect
+import math
 
 import numpy as np
 import pandas as pd
@@ -96,25 +97,24 @@ class BaseProbe:
 def as_tensor(X) -> torch.Tensor:
     """X as a 2-d tensor in the compute dtype (see SMALL_PROBLEM); rejects NaN/inf. A numpy
     array becomes a CPU tensor; a tensor stays on its device (the fit runs there)."""
-    if isinstance(X, torch.Tensor) and X.device.type != "cpu":
-        if X.ndim != 2:
-            raise ValueError(f"X must be 2-d [n, d], got shape {tuple(X.shape)}")
-        dtype = torch.float64 if X.numel() <= SMALL_PROBLEM else torch.float32
-        X = X.detach().to(dtype).contiguous()
-        if not bool(torch.isfinite(X).all()):
-            raise FitFailed("activations contain NaN or inf: the fit did not converge")
-        return X
-    if isinstance(X, torch.Tensor):  # a CPU tensor: numpy's checks (bf16 has no numpy type)
+    if isinstance(X, torch.Tensor):
         X = X.detach()
-        X = (X if X.dtype in (torch.float32, torch.float64) else X.float()).numpy()
-    X = np.asarray(X)
+        if X.device.type == "cpu":  # numpy's checks below (bf16 has no numpy type)
+            X = (X if X.dtype in (torch.float32, torch.float64) else X.float()).numpy()
+    else:
+        X = np.asarray(X)
     if X.ndim != 2:
-        raise ValueError(f"X must be 2-d [n, d], got shape {X.shape}")
-    dtype = np.float64 if X.size <= SMALL_PROBLEM else np.float32
-    X = np.ascontiguousarray(X, dtype=dtype)
-    if not np.isfinite(X).all():  # numpy: ~8x faster than torch.isfinite here
+        raise ValueError(f"X must be 2-d [n, d], got shape {tuple(X.shape)}")
+    small = math.prod(X.shape) <= SMALL_PROBLEM
+    if isinstance(X, torch.Tensor):
+        X = X.to(torch.float64 if small else torch.float32).contiguous()
+        finite = bool(torch.isfinite(X).all())
+    else:
+        X = np.ascontiguousarray(X, dtype=np.float64 if small else np.float32)
+        finite = bool(np.isfinite(X).all())  # numpy: ~8x faster than torch.isfinite here
+    if not finite:
         raise FitFailed("activations contain NaN or inf: the fit did not converge")
-    return torch.from_numpy(X)
+    return torch.from_numpy(X) if isinstance(X, np.ndarray) else X
 
 
 def on_device(values, like: torch.Tensor) -> torch.Tensor:
