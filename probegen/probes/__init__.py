@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from probegen.probes.base import BaseProbe, FitFailed, NeedsGroups, OneClass
 from probegen.probes.ccs import CCSProbe
-from probegen.probes.supervised import DIMProbe, GroupedLRProbe, LDAProbe, LRProbe
+from probegen.probes.lda import LDAProbe, ShrunkLDAProbe
+from probegen.probes.supervised import DIMProbe, GroupedLRProbe, LRProbe
 from probegen.probes.unsupervised import GroupedPCAProbe, LATProbe, PCAProbe, RandomProbe
 
 PROBES: dict[str, type[BaseProbe]] = {
@@ -24,6 +25,7 @@ PROBES: dict[str, type[BaseProbe]] = {
         GroupedPCAProbe,
         LATProbe,
         RandomProbe,
+        ShrunkLDAProbe,
     )
 }
 

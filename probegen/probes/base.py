@@ -19,7 +19,7 @@ import pandas as pd
 import scipy.linalg
 import torch
 
-from probegen.blas import gram, matvecs, top_eigh
+from probegen.blas import gram, matvecs, numpy_blas, top_eigh
 
 
 class NeedsGroups(ValueError):
@@ -120,6 +120,27 @@ def as_tensor(X) -> torch.Tensor:
 def on_device(values, like: torch.Tensor) -> torch.Tensor:
     """A numpy array (indices, labels, a direction) as a tensor on `like`'s device."""
     return torch.from_numpy(np.ascontiguousarray(values)).to(like.device)
+
+
+def class_means(X: torch.Tensor, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Means of the true and the false rows, float64 CPU tensors. On one CPU thread numpy
+    accumulates float32 rows in float64 without the float64 copy of X that torch makes
+    (4x faster at n ~ 1e3, d ~ 2.5e3)."""
+    if numpy_blas(X):
+        Xn = X.numpy()
+        return tuple(torch.from_numpy(Xn[rows].mean(0, dtype=np.float64)) for rows in (y, ~y))
+    mask = on_device(y, X)
+    return tuple(X[rows].double().mean(0).cpu() for rows in (mask, ~mask))
+
+
+def sq_norms(W: torch.Tensor, dim: int) -> torch.Tensor:
+    """Squared norms of W's rows (dim=1) or columns (dim=0), accumulated in float64 (on one
+    CPU thread without a float64 copy of W), on W's device."""
+    if numpy_blas(W):
+        Wn = W.numpy()
+        spec = "ij,ij->j" if dim == 0 else "ij,ij->i"
+        return torch.from_numpy(np.einsum(spec, Wn, Wn, dtype=np.float64))
+    return torch.linalg.vector_norm(W, dim=dim, dtype=torch.float64) ** 2
 
 
 def labels(y, n: int) -> np.ndarray:

@@ -1,48 +1,29 @@
-"""Supervised probes: difference in means, LDA, logistic regression (plain and grouped).
+"""Supervised probes: difference in means and logistic regression (plain and grouped); LDA
+lives in `probegen.probes.lda`.
 
 All of them are fitted so that true rows score higher than false rows on the training data.
 """
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from probegen.blas import gram, matvecs, numpy_blas, top_eigh
+from probegen.blas import gram, matvecs, top_eigh
 from probegen.probes.base import (
     BaseProbe,
     NeedsGroups,
     as_tensor,
     both_classes,
     center_by,
+    class_means,
     codes,
     labels,
     on_device,
+    sq_norms,
 )
-
-
-def _class_means(X: torch.Tensor, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """Means of the true and the false rows, float64 CPU tensors. On one CPU thread numpy
-    accumulates float32 rows in float64 without the float64 copy of X that torch makes
-    (4x faster at n ~ 1e3, d ~ 2.5e3)."""
-    if numpy_blas(X):
-        Xn = X.numpy()
-        return tuple(torch.from_numpy(Xn[rows].mean(0, dtype=np.float64)) for rows in (y, ~y))
-    mask = on_device(y, X)
-    return tuple(X[rows].double().mean(0).cpu() for rows in (mask, ~mask))
-
-
-def _sq_norms(W: torch.Tensor, dim: int) -> torch.Tensor:
-    """Squared norms of W's rows (dim=1) or columns (dim=0), accumulated in float64 (on one
-    CPU thread without a float64 copy of W), on W's device."""
-    if numpy_blas(W):
-        Wn = W.numpy()
-        spec = "ij,ij->j" if dim == 0 else "ij,ij->i"
-        return torch.from_numpy(np.einsum(spec, Wn, Wn, dtype=np.float64))
-    return torch.linalg.vector_norm(W, dim=dim, dtype=torch.float64) ** 2
 
 
 class DIMProbe(BaseProbe):
@@ -60,125 +41,9 @@ class DIMProbe(BaseProbe):
         X = as_tensor(X)
         y = labels(y, len(X))
         both_classes(y, self.name)
-        m1, m0 = _class_means(X, y)
+        m1, m0 = class_means(X, y)
         w = m1 - m0
         self._set_direction(w, -float(0.5 * (m1 + m0) @ w))
-        return self
-
-
-def _ledoit_wolf(
-    W: torch.Tensor, max_rows: int, seed: int, sq: torch.Tensor | None = None
-) -> float:
-    """Ledoit & Wolf (2004) shrinkage intensity for the covariance of the (centred) rows of W,
-    the same formula as sklearn.covariance.ledoit_wolf_shrinkage.
-
-    Everything is cheap except ||W W^T||_F^2 (an n x n Gram matrix, O(n^2 d)). Its diagonal
-    part is exact; when n > max_rows the off-diagonal sum is estimated without bias from
-    the Gram matrix of a seeded random subset of max_rows rows (~(max_rows / n)^2 of the cost).
-    """
-    n, d = W.shape
-    sq = _sq_norms(W, 1) if sq is None else sq  # squared row norms
-    trace = sq.sum() / n  # trace of the empirical covariance
-    mu = trace / d
-    diag4 = (sq**2).sum()
-    if n <= max_rows:
-        G = gram(W).double()
-        off = (G**2).sum() - (G.diagonal() ** 2).sum()
-    else:
-        rows = on_device(np.random.default_rng(seed).choice(n, max_rows, replace=False), W)
-        G = gram(W[rows]).double()
-        off = (
-            ((G**2).sum() - (G.diagonal() ** 2).sum()) * (n * (n - 1)) / (max_rows * (max_rows - 1))
-        )
-    frob = (diag4 + off) / n**2  # ||S||_F^2
-    beta = (diag4 / n - frob) / (d * n)
-    delta = (frob - 2 * mu * trace + d * mu**2) / d  # ||S - mu I||_F^2 / d
-    beta = min(float(beta), float(delta))
-    return 0.0 if beta <= 0 else min(1.0, beta / float(delta))
-
-
-def _conjugate_gradient(matvec, b: torch.Tensor, tol: float, max_iter: int) -> torch.Tensor:
-    """Solve A x = b for symmetric positive definite A given as a function."""
-    x = torch.zeros_like(b)
-    r = b.clone()
-    p = r.clone()
-    rr = r @ r
-    stop = tol**2 * rr
-    for _ in range(max_iter):
-        if rr <= stop:
-            break
-        Ap = matvec(p)
-        a = rr / (p @ Ap)
-        x += a * p
-        r -= a * Ap
-        rr, rr_old = r @ r, rr
-        p = r + (rr / rr_old) * p
-    return x
-
-
-class LDAProbe(BaseProbe):
-    """Fisher linear discriminant (Fisher 1936; the LDA probe of mishajw 2024):
-    coef_ = Sigma^-1 (mean_true - mean_false), Sigma the pooled within-class covariance.
-
-    With n < d the within-class covariance is singular, so it is shrunk towards a scaled
-    identity: Sigma = (1 - a) S + a (tr S / d) I. By default a is the Ledoit-Wolf (2004)
-    intensity (shrinkage="auto"): data-driven, no hyperparameter to tune, and the usual
-    choice for LDA when d ~ n (sklearn's LinearDiscriminantAnalysis(shrinkage="auto") uses
-    it too, per class and on standardised features; here it is pooled and on raw features,
-    which keeps the Euclidean geometry the other probes use). repeng itself used sklearn's
-    unshrunk SVD solver, which with n < d is a pseudo-inverse that interpolates the training
-    set. A float `shrinkage` in [0, 1] fixes a instead.
-
-    Sigma w = dmu is solved by conjugate gradients with Sigma as an operator (two passes over
-    X per step; shrinkage keeps Sigma well conditioned), never forming the d x d matrix.
-    The intercept is sklearn's: -(mean_true + mean_false) @ w / 2 + log(n_true / n_false).
-    """
-
-    name = "lda"
-    requires_groups = False
-
-    def __init__(
-        self,
-        shrinkage: float | str = "auto",
-        tol: float = 1e-4,
-        max_iter: int = 500,
-        max_rows: int = 512,
-        random_state: int = 0,
-    ):
-        self.shrinkage = shrinkage
-        self.tol = tol
-        self.max_iter = max_iter
-        self.max_rows = max_rows
-        self.random_state = random_state
-
-    def fit(self, X, y, groups=None, answer_types=None) -> LDAProbe:
-        X = as_tensor(X)
-        y = labels(y, len(X))
-        both_classes(y, self.name)
-        m1, m0 = _class_means(X, y)
-        means = torch.stack([m0, m1]).to(X.device, X.dtype)
-        W = torch.index_select(means, 0, on_device(y.astype(np.int64), X))
-        W = torch.sub(X, W, out=W)  # within-class residuals (one buffer; see center_by)
-        n, d = W.shape
-        sq = _sq_norms(W, 1)
-        if self.shrinkage == "auto":
-            a = _ledoit_wolf(W, self.max_rows, self.random_state, sq)
-        else:
-            a = float(self.shrinkage)
-            if not 0.0 <= a <= 1.0:
-                raise ValueError(f"lda: shrinkage must be 'auto' or in [0, 1], got {a}")
-        self.shrinkage_ = a
-        mu = float(sq.sum()) / (n * d)
-        # A tiny floor keeps Sigma positive definite when a == 0 and n < d.
-        ridge = max(a * mu, 1e-10 * mu)
-
-        forward, backward = matvecs(W)
-
-        def sigma(v: torch.Tensor) -> torch.Tensor:
-            return (1 - a) / n * torch.from_numpy(backward(forward(v.numpy()))) + ridge * v
-
-        w = _conjugate_gradient(sigma, m1 - m0, self.tol, self.max_iter)
-        self._set_direction(w, -float(0.5 * (m1 + m0) @ w) + math.log(y.sum() / (~y).sum()))
         return self
 
 
@@ -252,7 +117,7 @@ def _logistic(
     mean = mean.double().cpu()  # w, b and the optimiser live on the CPU; Xc maybe not
     n, d = Xc.shape
     s = torch.from_numpy(np.where(y, 1.0, -1.0))
-    pw = (1 + C / 4 * _sq_norms(Xc, 0).cpu()).rsqrt()
+    pw = (1 + C / 4 * sq_norms(Xc, 0).cpu()).rsqrt()
     pb = (1 + C * n / 4) ** -0.5
     forward, backward = matvecs(Xc)
 
