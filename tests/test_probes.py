@@ -11,8 +11,8 @@ from probegen.probes import PROBES, FitFailed, NeedsGroups, OneClass, make_probe
 from probegen.probes.base import top_direction, top_subspace
 from probegen.probes.lda import _ledoit_wolf
 
-ALL = ["dim", "lda", "lda-lw", "lr", "lr-g", "ccs", "pca", "pca-g", "lat", "random"]
-GROUPED = {"ccs", "lr-g", "pca-g"}
+ALL = ["dim", "lda", "lda-lw", "lr", "lr-g", "ccs", "ccs-sub", "pca", "pca-g", "lat", "random"]
+GROUPED = {"ccs", "ccs-sub", "lr-g", "pca-g"}
 SUPERVISED = ["dim", "lda", "lda-lw", "lr", "lr-g"]
 
 
@@ -153,6 +153,44 @@ def test_lda_beats_dim_on_correlated_gaussians():
     assert min(acc["lda"], acc["lda-lw"]) > acc["dim"] + 0.05, acc
 
 
+@pytest.mark.parametrize("n, d", [(400, 60), (150, 400)])
+def test_lda_is_sklearns_default_lda(n, d):
+    """`lda` is the original study's estimator, scikit-learn's LinearDiscriminantAnalysis()
+    (SVD solver, no shrinkage), with more rows than dimensions and with fewer (where the
+    within-class scatter is rank-deficient and both take a pseudo-inverse)."""
+    discriminant = pytest.importorskip("sklearn.discriminant_analysis")
+    rng = np.random.default_rng(n)
+    mixing = rng.standard_normal((d, d)) * rng.uniform(0.2, 3, d)  # correlated, uneven scales
+    y = rng.random(n) < 0.4
+    X = rng.standard_normal((n, d)) @ mixing + np.outer(y, rng.standard_normal(d))
+    X[:, 0] = 1.5  # a constant feature: zero within-class std, which sklearn sets to 1
+    X = X.astype(np.float32)
+    reference = discriminant.LinearDiscriminantAnalysis().fit(X.astype(np.float64), y)
+    probe = make_probe("lda").fit(X, y)
+    assert cos(probe.coef_, reference.coef_[0]) >= 0.9999
+    assert float(probe.coef_ @ reference.coef_[0]) > 0  # same sign: true rows score higher
+    np.testing.assert_allclose(
+        probe.coef_, reference.coef_[0], rtol=1e-3, atol=1e-4 * np.abs(reference.coef_).max()
+    )
+    assert probe.intercept_ == pytest.approx(reference.intercept_[0], rel=1e-4, abs=1e-4)
+    X_new = (rng.standard_normal((500, d)) @ mixing).astype(np.float32)
+    for data in (X, X_new):
+        predicted = probe.decision_function(data) > 0
+        assert np.array_equal(predicted, reference.predict(data.astype(np.float64)))
+    assert probe.rank_ == min(n - 2, d - 1)  # the constant feature adds no variance
+
+
+def test_lda_and_lda_lw_differ_where_rows_are_few():
+    # With fewer rows than dimensions the pseudo-inverse of the within-class scatter fits
+    # the train set's noise: `lda` finds a worse direction than the shrunk `lda-lw`.
+    X, y, _, truth = paired(n_groups=60, d=300, signal=1.0, seed=2)
+    X_new, y_new, _, _ = paired(n_groups=500, d=300, signal=1.0, seed=2)
+    plain, shrunk = make_probe("lda").fit(X, y), make_probe("lda-lw").fit(X, y)
+    assert cos(shrunk.coef_, truth) > cos(plain.coef_, truth) + 0.2
+    accuracy = {p.name: ((p.decision_function(X_new) > 0) == y_new).mean() for p in (plain, shrunk)}
+    assert accuracy["lda-lw"] > accuracy["lda"] + 0.05, accuracy
+
+
 def test_lda_lw_matches_dense_formula_and_ledoit_wolf():
     covariance = pytest.importorskip("sklearn.covariance")
     rng = np.random.default_rng(3)
@@ -288,21 +326,21 @@ def test_random_is_seeded_unit():
 # ---- CCS ----------------------------------------------------------------------------------
 
 
-def test_ccs_finds_planted_direction_and_is_sign_agnostic():
+def test_ccs_sub_finds_planted_direction_and_is_sign_agnostic():
     X, y, groups, truth = paired(n_groups=300, d=40, signal=3.0, offset=1.0)
-    probe = make_probe("ccs").fit(X, None, groups=groups)
+    probe = make_probe("ccs-sub").fit(X, None, groups=groups)
     assert probe.loss_ < 0.1
     assert cos(probe.coef_, truth) > 0.9
     Xf, yf, gf, tf = paired(n_groups=300, d=40, signal=3.0, offset=1.0, flip=True)
     assert np.array_equal(tf, truth)  # same planted direction, truth sign flipped
-    flipped = make_probe("ccs").fit(Xf, None, groups=gf)
+    flipped = make_probe("ccs-sub").fit(Xf, None, groups=gf)
     assert flipped.loss_ < 0.1 and cos(flipped.coef_, truth) > 0.9
     # With labels, the sign follows the convention: true rows score higher.
-    s = make_probe("ccs").fit(X, y, groups=groups).decision_function(X)
+    s = make_probe("ccs-sub").fit(X, y, groups=groups).decision_function(X)
     assert s[y].mean() > s[~y].mean()
 
 
-def test_ccs_multiple_choice_groups():
+def test_ccs_sub_multiple_choice_groups():
     rng = np.random.default_rng(8)
     d, n_groups = 30, 200
     truth = unit(rng.standard_normal(d))
@@ -314,25 +352,26 @@ def test_ccs_multiple_choice_groups():
     X = rng.standard_normal((len(y), d)) + np.outer(np.where(y, 3.0, -3.0), truth)
     # Lower bar than for pairs: the first row of a (first true, first false) pair is more
     # often false, so per-side centring removes part of the truth signal.
-    assert cos(make_probe("ccs").fit(X, y, groups=groups).coef_, truth) > 0.8
+    assert cos(make_probe("ccs-sub").fit(X, y, groups=groups).coef_, truth) > 0.8
 
 
 @pytest.mark.parametrize("case", ["max_iter=0", "nan"])
-def test_ccs_fit_failed(case, data):
+def test_ccs_sub_fit_failed(case, data):
     X, y, groups, _ = data
     if case == "nan":
         X = X.copy()
         X[0, 0] = np.nan
-        probe = make_probe("ccs")
+        probe = make_probe("ccs-sub")
     else:
-        probe = make_probe("ccs", max_iter=0)
+        probe = make_probe("ccs-sub", max_iter=0)
     with pytest.raises(FitFailed, match="did not converge|non-finite"):
         probe.fit(X, y, groups=groups)
     assert issubclass(FitFailed, RuntimeError)
 
 
 def test_ccs_gradient_written_out_matches_autograd():
-    from probegen.probes.ccs import ccs_loss, objective_and_grad
+    from probegen.probes.ccs import ccs_loss
+    from probegen.probes.ccs_subspace import objective_and_grad
 
     rng = np.random.default_rng(4)
     a, b = (torch.from_numpy(rng.standard_normal((50, 6))) for _ in range(2))
@@ -348,6 +387,97 @@ def test_ccs_gradient_written_out_matches_autograd():
     assert float(total) == pytest.approx(auto.item(), rel=1e-14)
     torch.testing.assert_close(gW, W.grad, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(gb, bias.grad, rtol=1e-12, atol=1e-14)
+
+
+# ---- CCS as the original fits it -----------------------------------------------------------
+
+
+def direct_ccs_loss(w, b, A, B, weight_decay=0.01):
+    """The original study's loss, written out in numpy."""
+    p = 1 / (1 + np.exp(-(A @ w + b)))
+    q = 1 / (1 + np.exp(-(B @ w + b)))
+    consistency = np.mean((p - (1 - q)) ** 2)
+    confidence = np.mean(np.minimum(p, q) ** 2)
+    return consistency + confidence + weight_decay * (w @ w + b * b)
+
+
+def test_ccs_objective_is_the_originals_loss():
+    from probegen.probes.ccs import ccs_objective
+
+    rng = np.random.default_rng(11)
+    A, B = rng.standard_normal((80, 7)), rng.standard_normal((80, 7))
+    for scale in (0.1, 3.0):
+        w, b = rng.standard_normal(7) * scale, float(rng.standard_normal())
+        ours = ccs_objective(*(torch.from_numpy(v) for v in (w, np.array(b), A, B)), 0.01)
+        assert float(ours) == pytest.approx(direct_ccs_loss(w, b, A, B), rel=1e-12)
+
+
+def test_ccs_converges_on_separable_pairs_and_scores_the_logit():
+    X, y, groups, truth = paired(n_groups=300, d=40, signal=3.0, offset=1.0)
+    probe = make_probe("ccs").fit(X, None, groups=groups)
+    assert probe.loss_ <= 0.2 and probe.attempts_ == 1  # the original's criterion
+    assert cos(probe.coef_, truth) > 0.9
+    # No labels, no answer types: the probe is the optimised (w, b) itself, and its score
+    # is the logit of the original's probability on the pairs it was trained on.
+    A, B = X[0::2].astype(np.float64), X[1::2].astype(np.float64)
+    w, b = probe.coef_.astype(np.float64), probe.intercept_
+    assert direct_ccs_loss(w, b, A, B) == pytest.approx(probe.loss_, rel=1e-4)
+    np.testing.assert_allclose(probe.decision_function(X), X @ probe.coef_ + b, rtol=1e-5)
+    # With labels the sign follows probegen's convention: true rows score higher.
+    s = make_probe("ccs").fit(X, y, groups=groups).decision_function(X)
+    assert s[y].mean() > s[~y].mean()
+
+
+def test_ccs_centres_per_answer_type_and_pairs_first_true_first_false():
+    # Multiple-choice groups with an answer-type offset far larger than the truth signal:
+    # without per-type centring the offset would dominate the pairs.
+    rng = np.random.default_rng(8)
+    d, n_groups, size = 20, 200, 4
+    truth = unit(rng.standard_normal(d))
+    groups = np.repeat(np.arange(n_groups), size)
+    answer_types = np.tile(np.arange(size), n_groups)
+    y = np.zeros(len(groups), bool)
+    y[np.arange(n_groups) * size + rng.integers(0, size, n_groups)] = True
+    offsets = rng.standard_normal((size, d)) * 20
+    X = rng.standard_normal((len(y), d)) + np.outer(np.where(y, 2.0, -2.0), truth)
+    X = (X + offsets[answer_types]).astype(np.float32)
+    probe = make_probe("ccs").fit(X, y, groups=groups, answer_types=answer_types)
+    assert cos(probe.coef_, truth) > 0.8
+
+
+def test_ccs_retries_twice_then_fails_with_its_loss(monkeypatch):
+    from probegen.probes.ccs import CCSProbe
+
+    calls = []
+    original = CCSProbe._optimise
+
+    def counting(self, *args):
+        calls.append(1)
+        return original(self, *args)
+
+    monkeypatch.setattr(CCSProbe, "_optimise", counting)
+    # No optimisation, tiny activations and a wide layer (init in +-1/sqrt(d)): every start
+    # stays at p ~ 1/2, loss ~ 0.25 > 0.2.
+    X, y, groups, _ = paired(n_groups=100, d=400)
+    X = X * 0.01
+    with pytest.raises(FitFailed, match=r"loss 0\.2[4-6]\d* > 0\.2 after 3 attempts"):
+        make_probe("ccs", max_iter=0).fit(X, y, groups=groups)
+    assert len(calls) == 3
+    calls.clear()
+    with pytest.raises(FitFailed, match="after 1 attempts"):
+        make_probe("ccs", max_iter=0, retries=0).fit(X, y, groups=groups)
+    assert len(calls) == 1
+    calls.clear()
+    X, y, groups, _ = paired(n_groups=100, d=10)
+    assert make_probe("ccs").fit(X, y, groups=groups).attempts_ == 1  # no retry needed
+    assert len(calls) == 1
+
+
+def test_ccs_is_seeded():
+    X, y, groups, _ = paired(n_groups=100, d=30, signal=0.5, seed=3)
+    a = make_probe("ccs", random_state=1).fit(X, y, groups=groups).coef_
+    assert np.array_equal(a, make_probe("ccs", random_state=1).fit(X, y, groups=groups).coef_)
+    assert not np.allclose(a, make_probe("ccs", random_state=2).fit(X, y, groups=groups).coef_)
 
 
 @pytest.mark.parametrize("name", ["lr", "lr-g"])
@@ -412,9 +542,9 @@ def test_torch_path_matches_numpy_path(name, device, wide):
     assert 1 - cos(tensor.coef_, host.coef_) < 1e-5
     assert float(unit(tensor.coef_) @ unit(host.coef_)) > 0  # same sign convention
     np.testing.assert_allclose(scores, host.decision_function(X), rtol=2e-3, atol=2e-3)
-    # `lda` (a pseudo-inverse, the original's) interpolates these 600 rows in 2000
-    # dimensions: its direction is mostly noise, but the same noise on both paths.
-    if name not in ("random", "lda"):
+    # `lda` (a pseudo-inverse) and `ccs` (full-space L-BFGS), the original's, fit the noise
+    # of these 600 rows in 2000 dimensions: mostly noise, but the same on both paths.
+    if name not in ("random", "lda", "ccs"):
         assert cos(host.coef_, truth) > 0.5  # a real direction, not noise both paths share
 
 

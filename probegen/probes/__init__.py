@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from probegen.probes.base import BaseProbe, FitFailed, NeedsGroups, OneClass
 from probegen.probes.ccs import CCSProbe
+from probegen.probes.ccs_subspace import SubspaceCCSProbe
 from probegen.probes.lda import LDAProbe, ShrunkLDAProbe
 from probegen.probes.supervised import DIMProbe, GroupedLRProbe, LRProbe
 from probegen.probes.unsupervised import GroupedPCAProbe, LATProbe, PCAProbe, RandomProbe
@@ -26,6 +27,7 @@ PROBES: dict[str, type[BaseProbe]] = {
         LATProbe,
         RandomProbe,
         ShrunkLDAProbe,
+        SubspaceCCSProbe,
     )
 }
 

@@ -1,7 +1,11 @@
 """Contrast-Consistent Search, Burns et al. 2022, "Discovering Latent Knowledge in Language
-Models Without Supervision" (arXiv:2212.03827)."""
+Models Without Supervision" (arXiv:2212.03827), as the original generalisation study
+(mishajw 2024) fits it: `ccs`. Its pairing and loss are shared with probegen's variant
+`ccs-sub` (`probegen.probes.ccs_subspace`)."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -11,9 +15,9 @@ from probegen.probes.base import (
     FitFailed,
     NeedsGroups,
     as_tensor,
+    center_by,
     codes,
     on_device,
-    top_subspace,
 )
 
 
@@ -53,52 +57,39 @@ def ccs_loss(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return ((p - (1 - q)) ** 2).mean(0) + (torch.minimum(p, q) ** 2).mean(0)
 
 
-def objective_and_grad(
-    a: torch.Tensor, b: torch.Tensor, W: torch.Tensor, bias: torch.Tensor, weight_decay: float
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """sum over restarts (columns of W) of ccs_loss + weight_decay |w|^2, and its gradient in
-    W and bias, written out: the graph is a few [pairs, restarts] elementwise ops, for which
-    autograd's bookkeeping costs more than the arithmetic. Same formulas as autograd's
-    (torch.minimum's tie rule included), so L-BFGS follows the autograd path up to rounding.
-
-    The L2 penalty bounds the scale of w: without it the loss keeps falling as |w| grows and
-    saturated sigmoids let noise directions in.
-    """
-    with torch.no_grad():
-        p, q = torch.sigmoid(a @ W + bias), torch.sigmoid(b @ W + bias)
-        total = (ccs_loss(p, q) + weight_decay * (W**2).sum(0)).sum()
-        m = len(p)
-        g_gap = 2 * (p - (1 - q)) / m  # d consistency / dp, and / dq
-        g_low = 2 * torch.minimum(p, q) * torch.where(p == q, 0.5, 1.0) / m  # ties split
-        gp = (g_gap + torch.where(p <= q, g_low, 0.0)) * (p * (1 - p))  # through the sigmoid
-        gq = (g_gap + torch.where(q <= p, g_low, 0.0)) * (q * (1 - q))
-        return total, a.T @ gp + b.T @ gq + 2 * weight_decay * W, gp.sum(0) + gq.sum(0)
+def ccs_objective(
+    w: torch.Tensor, b: torch.Tensor, A: torch.Tensor, B: torch.Tensor, weight_decay: float
+) -> torch.Tensor:
+    """The original study's CCS loss for one linear probe (w [d], b scalar) on the pairs
+    (A[i], B[i]): consistency + confidence (`ccs_loss`) + weight_decay * (|w|^2 + b^2)."""
+    p, q = torch.sigmoid(A @ w + b), torch.sigmoid(B @ w + b)
+    return ccs_loss(p, q) + weight_decay * ((w**2).sum() + b**2)
 
 
 class CCSProbe(BaseProbe):
-    """CCS (Burns et al. 2022): a probe sigmoid(w.x + b) trained without labels so that the
-    two sides of each contrast pair get complementary probabilities (consistency) that are
-    far from 1/2 (confidence). Only y's use: picking the (true, false) pair of multiple-choice
-    groups (as repeng; see `contrast_pairs`) and the sign convention of `base.orient`.
+    """CCS (Burns et al. 2022) exactly as "How well do truth probes generalise?" (mishajw 2024)
+    trains it: label-free, except that labels pick each multiple-choice group's pair.
 
-    Steps: each side is mean-centred separately (the paper's normalisation, which removes
-    what all x+ (resp. x-) share, e.g. the answer token); the problem is restricted to the
-    top `n_components` principal directions of the pair differences x+ - x-; then
-    `n_restarts` random initialisations are optimised at once (one [k, R] matrix) with
-    L-BFGS and the lowest-loss one is kept (`loss_`: consistency + confidence). Coordinates
-    are variance-normalised and the objective adds weight_decay * |w|^2 (0.01, the weight
-    decay of Burns et al.'s code) so that |w| cannot grow without bound.
+    1. Centre the activations per answer type (each row minus the mean of its answer type's
+       rows) when answer types are given.
+    2. From each group take its first true and its first false row, in row order, as the
+       pair (`contrast_pairs`); groups without both are dropped.
+    3. Fit p(x) = sigmoid(w.x + b), initialised as torch.nn.Linear(d, 1) is (uniform in
+       +-1/sqrt(d)), by torch's L-BFGS with a fixed step (lr=0.1, max_iter=100, no line
+       search, torch's other defaults) on consistency + confidence + 0.01 (|w|^2 + b^2)
+       (`ccs_objective`), in float32 as the original.
+    4. If the final loss is above `max_loss` (0.2), start again from a new random
+       initialisation, at most `retries` (2) times; then the fit fails (FitFailed, with the
+       loss) and the job records a `failed` row. The criterion is weak: p = 1/2 everywhere
+       scores 0.25, but a constant p = 0.4 already scores 0.2, so only a start that stays
+       near p = 1/2 fails it.
 
-    Why the restriction: with fewer pairs than dimensions (400 pairs, d = 2560) the loss is
-    degenerate: some direction satisfies every consistency constraint exactly, so L-BFGS
-    drives the loss to ~0 along directions unrelated to truth. Burns et al. relied on
-    early-stopped Adam (1000 epochs from a small init) as implicit regularisation; a
-    principal subspace is an explicit, ~100x cheaper substitute. n_components=None optimises
-    in the full space (the degenerate setting, for comparison).
-
-    A restart counts as converged if its loss is finite and at most `max_loss` (repeng used
-    0.2; an uninformative probe, p = 1/2 everywhere, has loss 0.25). If none converges,
-    fit raises FitFailed.
+    Scores are the logit w.x + b of the raw activations, not the probability the original
+    returns: the same order, without the ties float32 sigmoids saturate into (the original
+    breaks those at random). When labels are given, w and b are negated if that makes true
+    train rows score higher on average (probegen's sign convention; the eval stage flips
+    signs anyway). Initialisations come from a generator seeded with `random_state`, so a
+    fit is repeatable; `loss_` is the accepted loss and `attempts_` how many starts it took.
     """
 
     name = "ccs"
@@ -106,20 +97,18 @@ class CCSProbe(BaseProbe):
 
     def __init__(
         self,
-        n_restarts: int = 10,
+        lr: float = 0.1,
         max_iter: int = 100,
-        lr: float = 1.0,
         weight_decay: float = 0.01,
-        n_components: int | None = 32,
         max_loss: float = 0.2,
+        retries: int = 2,
         random_state: int = 0,
     ):
-        self.n_restarts = n_restarts
-        self.max_iter = max_iter
         self.lr = lr
+        self.max_iter = max_iter
         self.weight_decay = weight_decay
-        self.n_components = n_components
         self.max_loss = max_loss
+        self.retries = retries
         self.random_state = random_state
 
     def fit(self, X, y=None, groups=None, answer_types=None) -> CCSProbe:
@@ -129,67 +118,52 @@ class CCSProbe(BaseProbe):
         if y is not None:
             y = np.asarray(y).astype(bool).reshape(-1)
         first, second = contrast_pairs(groups, y, len(X))
-        A, B = X[on_device(first, X)], X[on_device(second, X)]
-        centre = 0.5 * (A.mean(0) + B.mean(0)).double()
-        A, B = A - A.mean(0), B - B.mean(0)
-        if self.n_components is None:
-            Q = None
-            a, b = A.double(), B.double()
-        else:
-            Q = top_subspace(A - B, min(self.n_components, *A.shape), seed=self.random_state)
-            basis = Q.to(A.dtype)
-            a, b = (A @ basis).double(), (B @ basis).double()
-        # Burns et al.'s variance normalisation, per coordinate: makes the L2 penalty
-        # scale-free. (In the principal basis this whitens the pair data.)
-        scale = torch.cat([a, b]).std(0).clamp_min(1e-12)
-        a, b = a / scale, b / scale
-
-        # Random starts in the span of the data, scaled so the initial logits are small
-        # (p ~ 1/2): the starting loss is ~0.25, so an unoptimised start never "converges".
+        if answer_types is not None:
+            X = center_by(X, codes(answer_types, len(X), "answer_types"))
+        A = X[on_device(first, X)].float()
+        B = X[on_device(second, X)].float()
+        d = A.shape[1]
+        bound = 1 / math.sqrt(d)
         g = torch.Generator().manual_seed(self.random_state)
-        both = torch.cat([a, b])
-        start = torch.randn(len(both), self.n_restarts, generator=g, dtype=both.dtype)
-        W = both.T @ start.to(both.device)  # drawn on the CPU: the same starts everywhere
-        W = (0.01 * W / (both @ W).std(0).clamp_min(1e-12)).requires_grad_()
-        bias = torch.zeros(
-            self.n_restarts, dtype=both.dtype, device=both.device, requires_grad=True
-        )
+        attempts = 0
+        while True:
+            attempts += 1
+            # drawn on the CPU: the same starts on every device
+            w = (torch.rand(d, generator=g) * 2 - 1) * bound
+            b = (torch.rand((), generator=g) * 2 - 1) * bound
+            w = w.to(A.device).requires_grad_()
+            b = b.to(A.device).requires_grad_()
+            loss = self._optimise(w, b, A, B)
+            if math.isfinite(loss) and loss <= self.max_loss:
+                break
+            if attempts > self.retries:
+                raise FitFailed(
+                    f"ccs did not converge: loss {loss:.4g} > {self.max_loss} after "
+                    f"{attempts} attempts"
+                )
+        self.loss_, self.attempts_ = loss, attempts
+        w, b = w.detach().double(), float(b.detach())
+        if y is not None and y.any() and not y.all():
+            s = (X @ w.to(X.dtype)).double()
+            t = on_device(y, s)
+            if s[t].mean() < s[~t].mean():  # sign convention: see base.orient
+                w, b = -w, -b
+        self._set_direction(w, b)
+        return self
 
-        def losses() -> torch.Tensor:
-            return ccs_loss(torch.sigmoid(a @ W + bias), torch.sigmoid(b @ W + bias))
-
+    def _optimise(
+        self, w: torch.Tensor, b: torch.Tensor, A: torch.Tensor, B: torch.Tensor
+    ) -> float:
+        """Run the original's L-BFGS from (w, b) in place; the final loss."""
         if self.max_iter > 0:
-            opt = torch.optim.LBFGS(
-                [W, bias],
-                lr=self.lr,
-                max_iter=self.max_iter,
-                history_size=10,
-                line_search_fn="strong_wolfe",
-            )
+            opt = torch.optim.LBFGS([w, b], lr=self.lr, max_iter=self.max_iter)
 
-            def closure():
-                # restarts are independent: summing their objectives decouples them
-                total, W.grad, bias.grad = objective_and_grad(a, b, W, bias, self.weight_decay)
-                return total
+            def closure() -> torch.Tensor:
+                opt.zero_grad()
+                loss = ccs_objective(w, b, A, B, self.weight_decay)
+                loss.backward()
+                return loss
 
             opt.step(closure)
         with torch.no_grad():
-            final = losses()
-        final = torch.where(torch.isfinite(final), final, torch.inf)
-        best = int(final.argmin())
-        self.loss_ = float(final[best])
-        if not self.loss_ <= self.max_loss:
-            raise FitFailed(
-                f"ccs did not converge: best loss {self.loss_:.4g} over {self.n_restarts} "
-                f"restarts (needs <= {self.max_loss})"
-            )
-        w = W.detach()[:, best] / scale
-        w = w if Q is None else Q @ w
-        intercept = float(bias.detach()[best]) - float(centre @ w)
-        if y is not None and y.any() and not y.all():
-            s = (X @ w.to(X.dtype)).double() + intercept  # (X.double() was a 2x copy of X)
-            t = on_device(y, s)
-            if s[t].mean() < s[~t].mean():  # sign convention: see base.orient
-                w, intercept = -w, -intercept
-        self._set_direction(w, intercept)
-        return self
+            return float(ccs_objective(w, b, A, B, self.weight_decay))

@@ -37,7 +37,8 @@ class LDAProbe(BaseProbe):
     scikit-learn's). For two classes its coefficients reduce to
         coef_ = D^-1 pinv_tol(Z^T Z) D^-1 (mean_true - mean_false),   D = diag(s),
     a pseudo-inverse of the scaled within-class covariance. With fewer rows than dimensions
-    that covariance has rank n - 2, and the direction interpolates the training set. (Older
+    that covariance has rank n - 2, and the direction fits the train set's noise: on held-out
+    data it can fall well below difference-in-means or `lda-lw`. (Older
     scikit-learn releases scaled by 1 / sqrt(n - 2): the same direction, a coef_ n / (n - 2)
     times smaller.) The intercept is scikit-learn's:
     -(mean_true + mean_false) @ coef_ / 2 + log(n_true / n_false).
@@ -143,8 +144,8 @@ class ShrunkLDAProbe(BaseProbe):
     Sigma = (1 - a) S + a (tr S / d) I.
 
     How it differs from `lda` (the original study's): where the train set has fewer rows than
-    dimensions, `lda` takes a pseudo-inverse of the singular covariance and interpolates the
-    training set; shrinkage keeps Sigma invertible and well conditioned instead. By default
+    dimensions, `lda` takes a pseudo-inverse of the singular covariance and fits the train
+    set's noise; shrinkage keeps Sigma invertible and well conditioned instead. By default
     a is the Ledoit-Wolf intensity (shrinkage="auto"): data-driven, no hyperparameter to tune
     (sklearn's LinearDiscriminantAnalysis(shrinkage="auto") uses it too, per class and on
     standardised features; here it is pooled and on raw features, which keeps the Euclidean
