@@ -238,3 +238,27 @@ def test_several_models_are_refused(results):
 def test_duplicate_rows_are_refused(results):
     with pytest.raises(ValueError, match="duplicate"):
         recovered(pd.concat([results, results.head(1)]), thresholds(results))
+
+
+def test_study_uses_the_original_eight_only():
+    """Thresholds come from the original study's eight algorithms: never from `random`
+    or from probegen's variants, even where they score best in-distribution; variants are
+    listed and left out of the analysis, `random` stays as the baseline."""
+    from study_results import study_results
+
+    from probegen.aggregate.study import Study
+
+    train = ["imdb", "boolq", "got_cities"]
+    results = study_results(train=train, evals=train, probes=["dim", "lr", "random", "lda-lw"])
+    own = results["train_dataset"] == results["eval_dataset"]
+    results.loc[own, "accuracy"] = results.loc[own, "accuracy"].clip(upper=0.9)
+    results.loc[own & results["probe"].isin(["random", "lda-lw"]), "accuracy"] = 1.0
+    study = Study.build(results)
+    assert set(study.thresholds["probe"]) <= {"dim", "lr"}
+    assert (study.thresholds["threshold"] <= 0.9).all()
+    assert study.variants == ["lda-lw"]
+    assert set(study.recovered["probe"]) == {"dim", "lr", "random"}
+    assert "lda-lw" not in set(study.ranking["probe"]) and "random" not in set(
+        study.ranking["probe"]
+    )
+    assert study.algorithms[-1] == "random"

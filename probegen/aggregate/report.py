@@ -54,6 +54,7 @@ def summary(reports: list[ModelReport], sources: list[str], duplicates: int) -> 
             "algorithms": s.algorithms,
             "datasets": s.datasets,
             "eval_only": s.eval_only,
+            "variants_left_out": s.variants,
             "datasets_table": _json_ready(dataset_frame(s).reset_index(names="dataset")),
             "top_probes": _json_ready(s.ranking.head(TOP)),
             "status_counts": s.results["status"].value_counts().to_dict(),
@@ -125,6 +126,10 @@ def markdown(reports: list[ModelReport], sources: list[str], duplicates: int) ->
                 f"recovered accuracy when their own train set is left out.",
                 "",
             ]
+        if s.variants:
+            left_out = ", ".join(s.variants)
+            lines += [f"- Run but left out of the original study's analysis (probegen's own "
+                      f"variants, not its eight algorithms): {left_out}.", ""]  # fmt: skip
         lines += ["### Best-generalising probes", ""]
         lines += ["| rank | probe | train dataset | layer | beats | recovered (others) |"]
         lines += ["|---|---|---|---|---|---|"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import pandas as pd
@@ -21,6 +21,9 @@ from probegen.models import PRESET_DEPTHS
 
 log = logging.getLogger(__name__)
 
+# The original study's eight algorithms: only they set thresholds and enter the original
+# analysis. Other probes probegen runs are its own variants (lda-lw, ccs-sub, ...), kept out.
+ORIGINAL_ALGORITHMS = ("dim", "lda", "lr", "lr-g", "ccs", "pca", "pca-g", "lat")
 BASELINES = ("random",)  # drawn for reference, left out of rankings and headline numbers
 
 
@@ -59,6 +62,7 @@ class Study:
     algorithms: list[str]  # best first; baselines last
     datasets: list[str]  # trained-on datasets, best first
     eval_only: list[str]  # evaluated, never trained on (e.g. truthful_qa)
+    variants: list[str] = field(default_factory=list)  # probes run but not the original's
 
     @property
     def min_layer(self) -> float:
@@ -116,8 +120,14 @@ class Study:
             counts = results["status"].value_counts().to_dict()
             raise ValueError(f"model {model}: no probe was scored ({counts}); see `reason`")
         depth = model_depth(model, results, depth)
-        probes = metrics.threshold_probes(results)
-        rec = metrics.recovered(results, probes["threshold"])
+        original = results["probe"].isin(ORIGINAL_ALGORITHMS)
+        variants = sorted(set(results["probe"]) - set(ORIGINAL_ALGORITHMS) - set(BASELINES))
+        if variants:
+            log.info("model %s: %s are not the original study's algorithms; left out of "
+                     "its analysis", model, ", ".join(variants))  # fmt: skip
+        probes = metrics.threshold_probes(results[original])
+        rec = metrics.recovered(results[original | results["probe"].isin(BASELINES)],
+                                probes["threshold"])  # fmt: skip
         later = rec[(rec["layer"] >= depth / 3) & ~rec["probe"].isin(BASELINES)]
         ranking = metrics.generalisation_ranking(later) if not later.empty else later
         cross = rec[(rec["layer"] >= depth / 3) & (rec["train_dataset"] != rec["eval_dataset"])]
@@ -128,7 +138,9 @@ class Study:
         trained = sorted(rec["train_dataset"].unique())
         datasets = _order(cross, "train_dataset", trained)
         eval_only = sorted(set(rec["eval_dataset"]) - set(trained))
-        return cls(model, depth, results, rec, probes, ranking, algorithms, datasets, eval_only)
+        return cls(
+            model, depth, results, rec, probes, ranking, algorithms, datasets, eval_only, variants
+        )
 
 
 def _order(rows: pd.DataFrame, column: str, names: list[str]) -> list[str]:
