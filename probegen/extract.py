@@ -11,10 +11,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
+import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from probegen import cache, datasets
@@ -63,6 +64,29 @@ def count_layers(spec: ModelSpec) -> int:
     return int(config.num_hidden_layers)
 
 
+def dataset_manifest(
+    spec: ModelSpec, dataset: str, rows: pd.DataFrame, limits: Limits, layers: list[int]
+) -> dict:
+    """The manifest fields that identify one dataset's extraction, with their hash as "key".
+
+    The limits recorded are only those that shape this dataset's rows (`Limits.record`):
+    a limit some other dataset reads must not invalidate this one's cache.
+    """
+    manifest = {
+        "format_version": cache.FORMAT_VERSION,
+        "model": spec.identity(),
+        "dataset": dataset,
+        "fingerprint": cache.rows_fingerprint(rows),
+        "cache_dtype": str(spec.cache_dtype()).removeprefix("torch."),
+        "limits": limits.record(datasets.get(dataset).reads),
+        "layers": layers,
+        "token_position": TOKEN_POSITION,
+        "n_rows": len(rows),
+    }
+    manifest["key"] = cache.manifest_key(manifest)
+    return manifest
+
+
 def extract(
     spec: ModelSpec,
     dataset_ids: Sequence[str],
@@ -78,18 +102,7 @@ def extract(
     status: dict[str, str] = {}
     for dataset in dataset_ids:
         rows = datasets.build_rows(dataset, reader, limits)
-        manifest = {
-            "format_version": cache.FORMAT_VERSION,
-            "model": spec.identity(),
-            "dataset": dataset,
-            "fingerprint": cache.rows_fingerprint(rows),
-            "cache_dtype": str(spec.cache_dtype()).removeprefix("torch."),
-            "limits": asdict(limits),
-            "layers": layers,
-            "token_position": TOKEN_POSITION,
-            "n_rows": len(rows),
-        }
-        manifest["key"] = cache.manifest_key(manifest)
+        manifest = dataset_manifest(spec, dataset, rows, limits, layers)
         directory = cache.dataset_dir(cache_dir, spec.name, dataset)
         if cache.is_complete(directory, manifest["key"]):
             log.info("%s/%s: cached with the same key; nothing to do", spec.name, dataset)

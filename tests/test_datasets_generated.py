@@ -191,6 +191,17 @@ def test_generated_is_deterministic(dataset):
     pd.testing.assert_frame_equal(first, second)
 
 
+@pytest.mark.parametrize("dataset", [*SYNTHETIC, "got_larger_than", "got_cities"])
+def test_dlk_and_truthful_qa_limits_leave_these_rows_alone(reader, dataset):
+    # limits that would shrink every split if these datasets read them
+    narrow = Limits(dlk_source=1, truthful_qa_hparams=False)
+    wide = Limits(dlk_source=None, truthful_qa_hparams=True)
+    first, second = build_rows(dataset, reader, narrow), build_rows(dataset, reader, wide)
+    assert first["group_id"].nunique() > 3
+    pd.testing.assert_frame_equal(first, second)
+    assert get(dataset).reads == ()  # so their cache keys do not record these limits
+
+
 @pytest.mark.parametrize(
     "dataset, text, label",
     [

@@ -8,13 +8,21 @@ appendix D.1) templates as the original study (mishajw/repeng) used them.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from probegen.cache import rows_fingerprint
 from probegen.datasets import DataSourceError, Limits, SourceReader, build_rows, get
-from probegen.datasets.base import ROW_COLUMNS, TRAIN_SHARES, TRUTHFUL_QA_SHARES, hash_split
+from probegen.datasets.base import (
+    ROW_COLUMNS,
+    TRAIN_SHARES,
+    TRUTHFUL_QA_SHARES,
+    hash_split,
+    stable_unit,
+)
 from probegen.datasets.sources import SourceSplit, read_table
 
 DATA = Path(__file__).parent / "fixtures" / "data"
@@ -204,10 +212,15 @@ def n_choices(dataset: str, record: dict) -> int:
     return len(record["choices"]["text"])
 
 
+# Every source example of the small fixtures (the default limits drop truthful_qa's
+# train-hparams split; the tests of that are below).
+FULL = Limits(dlk_source=None, truthful_qa_hparams=True)
+
+
 @pytest.fixture(scope="module")
 def built() -> dict[str, pd.DataFrame]:
     reader = SourceReader(data_dir=DATA)
-    return {d: build_rows(d, reader, Limits()) for d in ALL}
+    return {d: build_rows(d, reader, FULL) for d in ALL}
 
 
 def test_registry() -> None:
@@ -288,7 +301,7 @@ def test_splits_follow_hash_rule_and_are_deterministic(
     built: dict[str, pd.DataFrame], dataset: str
 ) -> None:
     frame = built[dataset]
-    again = build_rows(dataset, SourceReader(data_dir=DATA), Limits())
+    again = build_rows(dataset, SourceReader(data_dir=DATA), FULL)
     pd.testing.assert_frame_equal(frame, again)
     for group, split in frame.groupby("group_id")["split"].first().items():
         source_split = group.rsplit("-", 1)[0]
@@ -387,3 +400,177 @@ def test_dlk_label_out_of_range_is_an_error(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "imdb" / "test.jsonl", [{"text": "Unlabelled review.", "label": -1}])
     with pytest.raises(DataSourceError, match=r"test\.jsonl: row 0: label -1"):
         build_rows("imdb", SourceReader(data_dir=tmp_path), Limits())
+
+
+# --- limits.dlk_source: at most N examples of each DLK source split are read ---------------
+
+# imdb with more source examples than the small dlk_source below: 40 train, 12 test.
+N_TRAIN, N_TEST = 40, 12
+
+
+def many_imdb(root: Path, reverse: bool = False) -> Path:
+    """An imdb source in hub schema, written to `root`; `reverse` lists it back to front."""
+    train = [{"text": f"Training review number {i}.", "label": i % 2} for i in range(N_TRAIN)]
+    test = [{"text": f"Test review number {i}.", "label": (i // 2) % 2} for i in range(N_TEST)]
+    for name, records in (("train", train), ("test", test)):
+        write_jsonl(root / "imdb" / f"{name}.jsonl", records[::-1] if reverse else records)
+    return root
+
+
+def first_in_keep_order(source_split: str, n: int, k: int) -> set[str]:
+    """The k groups of a source split of imdb that come first in the keep order."""
+    groups = [f"{source_split}-{i}" for i in range(n)]
+    return set(sorted(groups, key=lambda g: (stable_unit("keep", "imdb", g), g))[:k])
+
+
+def groups_by_source(frame: pd.DataFrame) -> dict[str, set[str]]:
+    by: dict[str, set[str]] = {}
+    for group in frame["group_id"].unique():
+        by.setdefault(group.rsplit("-", 1)[0], set()).add(group)
+    return by
+
+
+def test_default_limits_match_the_original_protocol() -> None:
+    assert Limits().dlk_source == 3000 and Limits().truthful_qa_hparams is False
+
+
+def test_dlk_source_reads_a_fixed_sample_of_each_source_split(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fetched: list[int] = []
+    records = SourceSplit.records
+
+    def spy(self: SourceSplit, indices=None) -> list[dict]:
+        assert indices is not None, "all records of a split were materialised"
+        fetched.extend(indices)
+        return records(self, indices)
+
+    monkeypatch.setattr(SourceSplit, "records", spy)
+    reader = SourceReader(data_dir=many_imdb(tmp_path))
+    limits = Limits(train=None, train_hparams=None, validation=None, dlk_source=10)
+    frame = build_rows("imdb", reader, limits)
+    by = groups_by_source(frame)
+    # exactly 10 groups read per source split, and only their records fetched
+    assert {k: len(v) for k, v in by.items()} == {"train": 10, "test": 10}
+    assert len(fetched) == 20
+    # the sample is the keep-order prefix, chosen from the split's length alone
+    assert by["train"] == first_in_keep_order("train", N_TRAIN, 10)
+    assert by["test"] == first_in_keep_order("test", N_TEST, 10)
+    # train and train-hparams are drawn only from the sampled train examples, by the usual
+    # hash split, and the labelled eval split is validation
+    split_of = frame.groupby("group_id")["split"].first()
+    train_side = set(split_of[split_of.isin(["train", "train-hparams"])].index)
+    assert train_side == by["train"]
+    for group in by["train"]:
+        assert split_of[group] == hash_split("imdb", group, TRAIN_SHARES)
+    assert set(split_of[split_of == "validation"].index) == by["test"]
+    # the same sample on a second build
+    pd.testing.assert_frame_equal(frame, build_rows("imdb", reader, limits))
+    # sampling changes which examples are read, never their rows
+    full = build_rows("imdb", reader, Limits(None, None, None, dlk_source=None))
+    assert len(full) == 2 * (N_TRAIN + N_TEST)
+    expected = full[full["group_id"].isin(set(frame["group_id"]))].reset_index(drop=True)
+    pd.testing.assert_frame_equal(frame, expected)
+
+
+def test_dlk_source_then_split_limits(tmp_path: Path) -> None:
+    reader = SourceReader(data_dir=many_imdb(tmp_path))
+    capped = build_rows(
+        "imdb", reader, Limits(train=2, train_hparams=2, validation=4, dlk_source=8)
+    )
+    counts = capped.groupby("split")["group_id"].nunique().to_dict()
+    assert counts == {"train": 2, "train-hparams": 2, "validation": 4}
+    assert groups_by_source(capped)["train"] <= first_in_keep_order("train", N_TRAIN, 8)
+    # Per-split limits take prefixes of the same keep order, so a validation limit within
+    # dlk_source keeps exactly the validation groups it keeps with every example read.
+    unlimited = build_rows(
+        "imdb", reader, Limits(train=2, train_hparams=2, validation=4, dlk_source=None)
+    )
+    for frame in (capped, unlimited):
+        assert (frame["split"] == "validation").sum() == 8
+    pd.testing.assert_frame_equal(
+        capped[capped["split"] == "validation"].reset_index(drop=True),
+        unlimited[unlimited["split"] == "validation"].reset_index(drop=True),
+    )
+
+
+def test_dlk_source_sample_follows_group_ids_not_file_order(tmp_path: Path) -> None:
+    """Group ids are source positions (so that only a split's length is needed), hence a
+    source listed in another order is another dataset; the sample is still the keep-order
+    prefix of its positions, whatever the records hold."""
+    limits = Limits(None, None, None, dlk_source=10)
+    forward = build_rows("imdb", SourceReader(data_dir=many_imdb(tmp_path / "a")), limits)
+    reverse = build_rows(
+        "imdb", SourceReader(data_dir=many_imdb(tmp_path / "b", reverse=True)), limits
+    )
+    assert set(forward["group_id"]) == set(reverse["group_id"])
+    assert set(forward["text"]) != set(reverse["text"])
+
+
+# Row fingerprints of many_imdb built before limits.dlk_source existed (probegen at the
+# commit that introduced it, parent of this test), for (train, train_hparams, validation).
+BEFORE_DLK_SOURCE = {
+    (None, None, None): "61c311d62039485187e5928566105c9caf1d254fa703c9ecd75b835b7567afbd",
+    (5, 3, 4): "944b6f925217a31afc7012903ed195523c2273495264c17e648de2e32f19d06a",
+}
+
+
+@pytest.mark.parametrize("split_limits", sorted(BEFORE_DLK_SOURCE, key=str))
+def test_dlk_source_null_reproduces_the_rows_from_before(
+    tmp_path: Path, split_limits: tuple
+) -> None:
+    reader = SourceReader(data_dir=many_imdb(tmp_path))
+    frame = build_rows("imdb", reader, Limits(*split_limits, dlk_source=None))
+    assert rows_fingerprint(frame) == BEFORE_DLK_SOURCE[split_limits]
+    # ... and a dlk_source the sources do not exceed changes nothing either
+    same = build_rows("imdb", reader, Limits(*split_limits, dlk_source=N_TRAIN))
+    pd.testing.assert_frame_equal(frame, same)
+    # (3 < the validation limit of 4: fewer groups than before)
+    fewer = build_rows("imdb", reader, Limits(*split_limits, dlk_source=3))
+    assert rows_fingerprint(fewer) != BEFORE_DLK_SOURCE[split_limits]
+
+
+@pytest.mark.parametrize("dataset", sorted({**REPE, **TQA}))
+def test_dlk_source_leaves_other_hub_datasets_alone(
+    built: dict[str, pd.DataFrame], dataset: str
+) -> None:
+    # one example per source split would be read if these datasets heeded dlk_source
+    frame = build_rows(dataset, SourceReader(data_dir=DATA), replace(FULL, dlk_source=1))
+    pd.testing.assert_frame_equal(frame, built[dataset])
+
+
+# --- limits.truthful_qa_hparams: the original extracted no truthful_qa train-hparams ------
+
+
+def test_truthful_qa_drops_train_hparams_by_default(built: dict[str, pd.DataFrame]) -> None:
+    kept = built["truthful_qa"]  # built with truthful_qa_hparams=true
+    assert "train-hparams" in set(kept["split"])  # the fixture has such a question
+    default = build_rows("truthful_qa", SourceReader(data_dir=DATA), Limits())
+    assert set(default["split"]) == {"validation"}
+    # the same questions, the same rows: validation does not change with the option
+    pd.testing.assert_frame_equal(
+        default, kept[kept["split"] == "validation"].reset_index(drop=True)
+    )
+
+
+def test_truthful_qa_hparams_leaves_other_datasets_alone(built: dict[str, pd.DataFrame]) -> None:
+    for dataset in ("imdb", "arc_easy"):
+        frame = build_rows(
+            dataset, SourceReader(data_dir=DATA), replace(FULL, truthful_qa_hparams=False)
+        )
+        assert "train-hparams" in set(frame["split"])
+        pd.testing.assert_frame_equal(frame, built[dataset])
+
+
+@pytest.mark.parametrize(
+    "values, key",
+    [
+        ({"dlk_source": -1}, "limits.dlk_source"),
+        ({"dlk_source": 2.5}, "limits.dlk_source"),
+        ({"train": True}, "limits.train"),
+        ({"truthful_qa_hparams": "no"}, "limits.truthful_qa_hparams"),
+    ],
+)
+def test_bad_limits_name_the_key(values: dict, key: str) -> None:
+    with pytest.raises(ValueError, match=key):
+        Limits(**values)

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +14,13 @@ import pytest
 import yaml
 
 from probegen import cache
+from probegen.datasets import Limits, SourceReader, build_rows
+from probegen.extract import TOKEN_POSITION, dataset_manifest
 from probegen.models import PRESETS, ModelSpec, load_model
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["limits.train=20", "limits.train_hparams=10", "limits.validation=10", "progress=false"]
+FIXTURES = REPO / "tests" / "fixtures" / "data"
 
 
 def extract(tmp_path: Path, *overrides: str) -> subprocess.CompletedProcess:
@@ -161,3 +165,118 @@ def test_smollm2_from_the_wheel_is_a_real_pretrained_model(tmp_path):
         torch.testing.assert_close(
             result.activations[i][0], out.hidden_states[i + 1][0, -1], atol=1e-4, rtol=1e-4
         )
+
+
+# --- cache keys under limits.dlk_source and limits.truthful_qa_hparams ---------------------
+
+TINY = ModelSpec.from_values("tiny", device="cpu")
+LAYERS = [1, 3]
+
+
+def key_before(dataset: str, limits: Limits) -> str:
+    """The cache key extract gave `dataset` before these two limits existed: the rows it
+    built then (every DLK example read, truthful_qa's train-hparams kept) and a manifest
+    recording the three per-split limits for every dataset."""
+    then = replace(limits, dlk_source=None, truthful_qa_hparams=True)
+    rows = build_rows(dataset, SourceReader(data_dir=FIXTURES), then)
+    return cache.manifest_key(
+        {
+            "format_version": cache.FORMAT_VERSION,
+            "model": TINY.identity(),
+            "dataset": dataset,
+            "fingerprint": cache.rows_fingerprint(rows),
+            "cache_dtype": str(TINY.cache_dtype()).removeprefix("torch."),
+            "limits": {
+                "train": limits.train,
+                "train_hparams": limits.train_hparams,
+                "validation": limits.validation,
+            },
+            "layers": LAYERS,
+            "token_position": TOKEN_POSITION,
+            "n_rows": len(rows),
+        }
+    )
+
+
+def manifest_now(dataset: str, limits: Limits) -> dict:
+    rows = build_rows(dataset, SourceReader(data_dir=FIXTURES), limits)
+    return dataset_manifest(TINY, dataset, rows, limits, LAYERS)
+
+
+def compose_limits(config: str, *overrides: str) -> Limits:
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        return Limits(**compose(config, overrides=list(overrides)).limits)
+
+
+@pytest.mark.parametrize("dataset", ["synthetic_capitals", "got_larger_than", "arc_easy"])
+@pytest.mark.parametrize(
+    "changes",
+    [{}, {"dlk_source": None}, {"dlk_source": 1}, {"truthful_qa_hparams": True}],
+    ids=["defaults", "dlk_source=null", "dlk_source=1", "truthful_qa_hparams=true"],
+)
+def test_cache_key_unchanged_where_the_new_limits_do_not_apply(dataset, changes):
+    limits = replace(Limits(5, 5, 5), **changes)
+    manifest = manifest_now(dataset, limits)
+    assert manifest["key"] == key_before(dataset, limits)
+    assert set(manifest["limits"]) == {"train", "train_hparams", "validation"}
+
+
+def test_demo_cache_keys_unchanged():
+    """The demo's limits come from conf/demo.yaml; its caches (cache/demo) must stay valid."""
+    limits = compose_limits("demo")
+    assert limits.dlk_source == Limits().dlk_source  # the demo does not set the new keys
+    for dataset in ("got_larger_than", "synthetic_capitals"):
+        assert manifest_now(dataset, limits)["key"] == key_before(dataset, limits)
+
+
+def test_dlk_cache_key_follows_dlk_source():
+    base = Limits(5, 5, 5)
+    unlimited = manifest_now("imdb", replace(base, dlk_source=None))
+    # null reads every example, as before: the key of caches extracted then still matches
+    assert "dlk_source" not in unlimited["limits"]
+    assert unlimited["key"] == key_before("imdb", base)
+    one = manifest_now("imdb", replace(base, dlk_source=1))
+    assert one["limits"]["dlk_source"] == 1 and one["n_rows"] == 4  # 1 train + 1 test pair
+    # recorded whenever set, even where the sources are smaller (imdb's fixture has 9)
+    default = manifest_now("imdb", base)
+    assert default["limits"]["dlk_source"] == 3000
+    assert default["fingerprint"] == unlimited["fingerprint"]
+    assert len({unlimited["key"], one["key"], default["key"]}) == 3
+
+
+def test_truthful_qa_cache_key_follows_truthful_qa_hparams():
+    base = Limits(5, 5, 5)
+    kept = manifest_now("truthful_qa", replace(base, truthful_qa_hparams=True))
+    assert "truthful_qa_hparams" not in kept["limits"]
+    assert kept["key"] == key_before("truthful_qa", base)
+    dropped = manifest_now("truthful_qa", base)
+    assert dropped["limits"]["truthful_qa_hparams"] is False
+    assert dropped["n_rows"] < kept["n_rows"] and dropped["key"] != kept["key"]
+
+
+def test_extract_yaml_limits_compose():
+    assert compose_limits("extract") == Limits()  # conf/extract.yaml and Limits agree
+    assert compose_limits("extract", "limits.dlk_source=null").dlk_source is None
+    assert compose_limits("extract", "limits.dlk_source=7").dlk_source == 7
+    assert compose_limits("extract", "limits.truthful_qa_hparams=true").truthful_qa_hparams
+    with pytest.raises(ValueError, match="limits.dlk_source"):
+        compose_limits("extract", "limits.dlk_source=-3")
+
+
+def test_dlk_source_override_reaches_the_cache(tmp_path):
+    cache_dir = tmp_path / "cache"
+    run = extract(
+        tmp_path,
+        "model=tiny",
+        "dataset=imdb",
+        f"data_dir={FIXTURES}",
+        f"cache_dir={cache_dir}",
+        "limits.dlk_source=2",
+    )
+    assert run.returncode == 0, run.stderr
+    directory = cache.dataset_dir(cache_dir, "tiny", "imdb")
+    manifest = json.loads((directory / "manifest.json").read_text())
+    assert manifest["limits"]["dlk_source"] == 2
+    assert manifest["n_rows"] == 8  # 2 examples of each source split, two rows each

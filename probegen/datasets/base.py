@@ -18,18 +18,59 @@ SPLITS = ("train", "train-hparams", "validation")
 
 @dataclass(frozen=True)
 class Limits:
-    """Maximum number of groups kept per split (an ungrouped row counts as one group)."""
+    """How much of each dataset is kept: groups per split (an ungrouped row counts as one
+    group) and two protocol choices of the original study that only some datasets read."""
 
     train: int | None = 400
     train_hparams: int | None = 2000
     validation: int | None = 2000
+    # The original read at most 3,000 examples of each DLK source split (train and the
+    # labelled eval split) before splitting train into train / train-hparams; None: all.
+    dlk_source: int | None = 3000
+    # The original extracted no train-hparams split of truthful_qa (train_hparams=0).
+    truthful_qa_hparams: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("train", "train_hparams", "validation", "dlk_source"):
+            value = getattr(self, name)
+            # bool is an int subclass, but `limits.train=true` is surely a typo
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"limits.{name} must be a whole number or null, got {value!r}")
+            if value is not None and value < 0:
+                raise ValueError(f"limits.{name} must not be negative, got {value}")
+        if not isinstance(self.truthful_qa_hparams, bool):
+            raise ValueError(
+                f"limits.truthful_qa_hparams must be true or false, "
+                f"got {self.truthful_qa_hparams!r}"
+            )
 
     def for_split(self, split: str) -> int | None:
+        """The group limit of probegen split `split` (None: keep every group)."""
         return {
             "train": self.train,
             "train-hparams": self.train_hparams,
             "validation": self.validation,
         }[split]
+
+    def record(self, reads: Iterable[str] = ()) -> dict:
+        """The limits that shape one dataset's rows, as its cache manifest records them.
+
+        `reads` names the optional fields that dataset's builder reads. Only those are
+        recorded, so a field added for some datasets never changes the cache key of the
+        others; and one holding the value that reproduces the rows from before it existed
+        is left out too, so caches extracted then stay valid when that behaviour is chosen.
+        """
+        out: dict = {"train": self.train, "train_hparams": self.train_hparams}
+        out["validation"] = self.validation
+        for name in reads:
+            value = getattr(self, name)
+            if value != _OPTIONAL_LIMITS[name]:
+                out[name] = value
+        return out
+
+
+# Optional Limits fields -> the value that reproduces the rows from before the field existed.
+_OPTIONAL_LIMITS: dict[str, object] = {"dlk_source": None, "truthful_qa_hparams": True}
 
 
 def stable_unit(*parts: object) -> float:
@@ -54,6 +95,12 @@ GOT_SHARES = (("train", 0.6), ("train-hparams", 0.2), ("validation", 0.2))
 TRUTHFUL_QA_SHARES = (("validation", 0.8), ("train-hparams", 0.2))
 
 
+def keep_order(dataset: str, unit: str) -> tuple[float, str]:
+    """Sort key of the fixed pseudo-random order in which the units of `dataset` are kept:
+    the same on every machine, whatever order the source lists them in."""
+    return stable_unit("keep", dataset, unit), unit
+
+
 def select_units(
     dataset: str, units: Iterable[tuple[str, str]], limits: Limits
 ) -> dict[str, list[str]]:
@@ -69,7 +116,7 @@ def select_units(
         by_split[split].append(unit)
     kept = {}
     for split, ids in by_split.items():
-        ids = sorted(ids, key=lambda u: (stable_unit("keep", dataset, u), u))
+        ids = sorted(ids, key=lambda u: keep_order(dataset, u))
         limit = limits.for_split(split)
         kept[split] = ids if limit is None else ids[:limit]
     return kept
@@ -105,13 +152,20 @@ class DatasetInfo:
     collection: str  # dlk | repe | got | synthetic | eval
     grouped: bool
     eval_only: bool = False
+    reads: tuple[str, ...] = ()  # optional Limits fields `build` reads (see Limits.record)
 
 
 REGISTRY: dict[str, DatasetInfo] = {}
 
 
 def register(info: DatasetInfo) -> DatasetInfo:
+    """Add `info` to the registry; an id registered twice is an error."""
     if info.id in REGISTRY:
         raise ValueError(f"dataset id {info.id!r} registered twice")
+    unknown = [name for name in info.reads if name not in _OPTIONAL_LIMITS]
+    if unknown:
+        raise ValueError(
+            f"dataset {info.id!r} reads unknown limits {unknown}; known: {sorted(_OPTIONAL_LIMITS)}"
+        )
     REGISTRY[info.id] = info
     return info

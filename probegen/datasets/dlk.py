@@ -161,7 +161,11 @@ def false_label(true_label: int, index: int, n_labels: int) -> int:
 
 
 def build_dlk(dataset: str, reader: SourceReader, limits: Limits) -> pd.DataFrame:
-    """Rows of DLK dataset `dataset`: two per kept example, answer_type = position in pair."""
+    """Rows of DLK dataset `dataset`: two per kept example, answer_type = position in pair.
+
+    At most `limits.dlk_source` examples of each source split are read, as in the original
+    study, before source train is split into train / train-hparams.
+    """
     hub_id, config, eval_split, template = _SPECS[dataset]
     source = Source(
         hub_id,
@@ -170,7 +174,7 @@ def build_dlk(dataset: str, reader: SourceReader, limits: Limits) -> pd.DataFram
         (*template.fields, "label"),
     )
     rows = []
-    for example in kept_examples(dataset, source, reader, limits):
+    for example in kept_examples(dataset, source, reader, limits, limits.dlk_source):
         true = example.record["label"]
         if (
             isinstance(true, bool)
@@ -198,4 +202,12 @@ def build_dlk(dataset: str, reader: SourceReader, limits: Limits) -> pd.DataFram
 
 
 for _id in _SPECS:
-    register(DatasetInfo(id=_id, build=partial(build_dlk, _id), collection="dlk", grouped=True))
+    register(
+        DatasetInfo(
+            id=_id,
+            build=partial(build_dlk, _id),
+            collection="dlk",
+            grouped=True,
+            reads=("dlk_source",),
+        )
+    )

@@ -10,7 +10,7 @@ choice, grouped by question, exactly one of them true; answer_type is null (DESI
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import pandas as pd
@@ -153,7 +153,8 @@ _SPECS: dict[str, LatSpec] = {
     ),
     "arc_easy": _arc("ARC-Easy"),
     "arc_challenge": _arc("ARC-Challenge"),
-    # Eval only: the hub's one split is divided into validation / train-hparams by hash.
+    # Eval only: the hub's one split is divided into validation / train-hparams by hash;
+    # train-hparams is then dropped unless limits.truthful_qa_hparams (see build_lat).
     "truthful_qa": LatSpec(
         Source(
             "truthfulqa/truthful_qa",
@@ -170,6 +171,10 @@ _SPECS: dict[str, LatSpec] = {
 def build_lat(dataset: str, reader: SourceReader, limits: Limits) -> pd.DataFrame:
     """Rows of multiple-choice dataset `dataset`: one per answer choice, grouped by question."""
     spec = _SPECS[dataset]
+    if dataset == "truthful_qa" and not limits.truthful_qa_hparams:
+        # The original extracted truthful_qa with train_hparams=0. Dropping the split after
+        # the hash split, not re-splitting, leaves validation the same questions either way.
+        limits = replace(limits, train_hparams=0)
     rows = []
     for example in kept_examples(dataset, spec.source, reader, limits):
         choices = spec.choices(example)
@@ -200,5 +205,6 @@ for _id in _SPECS:
             collection="eval" if _id == "truthful_qa" else "repe",
             grouped=True,
             eval_only=_id == "truthful_qa",
+            reads=("truthful_qa_hparams",) if _id == "truthful_qa" else (),
         )
     )
