@@ -1,7 +1,8 @@
 """Stage 3: `python scripts/aggregate.py [model=14b] [sweep_dir=…] [source=wandb]` (DESIGN §8).
 
-Pulls a probe sweep's results, computes recovered accuracy, draws the study's fourteen
-figures and writes summary.json, summary.md and report.html (default: reports/<model>/).
+Pulls a probe sweep's results, computes recovered accuracy, draws the original analysis'
+fourteen figures and probegen's own views, and writes summary.json, summary.md and
+report.html (default: reports/<model>/).
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def main(cfg: DictConfig) -> None:
         raise ValueError(f"source={cfg.source!r}: choose source=local or source=wandb")
     models = sorted(pulled.results["model"].unique())
     out_dir = Path(cfg.out_dir) if cfg.out_dir else default_out_dir(models)
-    page = aggregate(pulled, out_dir, cfg.depth, _list(cfg.figures))
+    page = aggregate(pulled, out_dir, cfg.depth, _list(cfg.figures), cfg.later_layer,
+                     cfg.cache_dir)  # fmt: skip
     print(f"report: {page}\nsummary: {out_dir / 'summary.md'}")
 
 

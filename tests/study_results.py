@@ -14,7 +14,7 @@ from probegen.sweep import RESULT_COLUMNS
 
 STUDY = ["imdb", "boolq", "arc_easy", "open_book_qa", "got_cities", "got_sp_en_trans",
          "got_larger_than"]  # fmt: skip
-PROBES = ["dim", "lda", "lr", "ccs", "random"]
+PROBES = ["dim", "lda", "lr", "ccs", "lat", "random"]
 
 
 def study_results(

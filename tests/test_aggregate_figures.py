@@ -1,48 +1,88 @@
-"""The study's fourteen figures from a synthetic sweep; skipped cleanly when inputs are missing."""
+"""The original's fourteen figures and probegen's views from a synthetic sweep: every PNG
+drawn and read back, captions naming the data-driven choices, clean skips when inputs are
+missing. (The numbers behind each figure are checked in test_aggregate_tables.py.)"""
 
 from __future__ import annotations
 
+import json
 import logging
-import struct
 from pathlib import Path
 
+import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
 from study_results import study_results
 
-from probegen.aggregate.figures import FIGURES, draw_all
-from probegen.aggregate.figures.datasets import best_algorithm_layer
+from probegen.aggregate.chance import truthful_qa_chance
+from probegen.aggregate.figures import EXTRA, FIGURES, draw_all
 from probegen.aggregate.study import Study, model_depth
 
-
-def png_size(path: Path) -> tuple[int, int]:
-    """(width, height) from a PNG's IHDR chunk."""
-    head = path.read_bytes()[:24]
-    assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
-    return struct.unpack(">II", head[16:24])
+ORIGINAL = [
+    "r0_acc_by_layer", "r1a_by_algorithms", "r1b_by_train", "r1c_by_layer", "r2_probes",
+    "r3a_datasets", "r3b_matrix", "r3c_to_and_from", "r3d_clustering", "r4_truthful_qa",
+    "v1_arc_easy", "v2_got", "v3_repe", "v4_lda",
+]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def full_study() -> Study:
-    return Study.build(study_results())
+    return Study.build(study_results(), truthful_qa_chance=0.2351)
 
 
-def test_every_figure_is_drawn_from_a_full_sweep(full_study, tmp_path):
+def test_every_figure_is_drawn_read_back_and_captioned(full_study, tmp_path):
     drawn = draw_all(full_study, tmp_path)
-    assert [d.name for d in drawn] == list(FIGURES) and len(FIGURES) == 14
+    assert list(FIGURES) == ORIGINAL
+    assert [d.name for d in drawn] == ORIGINAL + list(EXTRA)
+    assert {d.section for d in drawn if d.name in FIGURES} == {"original"}
+    assert all(name.startswith("x_") for name in EXTRA)
+    best = str(full_study.best)
     for d in drawn:
         assert d.skipped is None, f"{d.name}: {d.skipped}"
         assert d.path == tmp_path / f"{d.name}.png"
-        width, height = png_size(d.path)
-        # print resolution (300 dpi) of a 3–12 inch figure, and real content in the file
+        pixels = matplotlib.image.imread(d.path)  # the whole file decodes
+        height, width = pixels.shape[:2]
+        # print resolution (300 dpi) of a 3–12 inch figure, with something drawn on it
         assert 900 <= width <= 4000 and 600 <= height <= 4000, (d.name, width, height)
-        assert d.path.stat().st_size > 30_000, d.name
-        assert len(d.caption) > 40
+        assert pixels[..., :3].std() > 0.05, d.name
+        assert "{" not in d.caption and len(d.caption) > 60, d.name
+    captions = {d.name: d.caption for d in drawn}
+    for name in ("r1a_by_algorithms", "r1b_by_train", "r1c_by_layer", "v4_lda"):
+        assert best in captions[name], name  # names the best probe it was drawn for
+    assert f"layer {full_study.best.layer}" in captions["v4_lda"]
+    for name in ("r0_acc_by_layer", "r3b_matrix", "r3d_clustering"):
+        assert "layers ≥ 12 of 36" in captions[name], name
+    assert (
+        "23.5%" in captions["r4_truthful_qa"] and "Llama-2-13B-chat" in captions["r4_truthful_qa"]
+    )
+    assert "Llama-2-13B-chat" in captions["v3_repe"]
+
+
+def test_r4_without_a_cached_chance_level_says_so(tmp_path):
+    study = Study.build(study_results(train=["imdb", "boolq"], probes=["dim", "lr"]))
+    (drawn,) = draw_all(study, tmp_path, only=["r4_truthful_qa"])
+    assert drawn.path is not None and "no chance line" in drawn.caption
+
+
+def test_truthful_qa_chance_is_read_from_the_cache(tmp_path):
+    folder = tmp_path / "activations" / "4b" / "truthful_qa"
+    folder.mkdir(parents=True)
+    rows = pd.DataFrame(
+        {
+            "split": ["validation"] * 6 + ["train-hparams"] * 3,
+            "group_id": ["q1"] * 4 + ["q2"] * 2 + ["q3"] * 3,
+        }
+    )
+    rows.to_parquet(folder / "rows.parquet")
+    assert truthful_qa_chance(tmp_path, "4b") is None  # no manifest: unfinished folder
+    (folder / "manifest.json").write_text(json.dumps({"complete": True}))
+    # q1 has 4 choices, q2 has 2; q3 is train-hparams: mean(1/4, 1/2)
+    assert truthful_qa_chance(tmp_path, "4b") == pytest.approx(0.375)
+    assert truthful_qa_chance(tmp_path, "8b") is None and truthful_qa_chance(None, "4b") is None
 
 
 def test_figures_without_their_inputs_are_skipped_with_a_reason(tmp_path, caplog):
-    # no truthful_qa, no arc_easy, one GoT dataset, no RepE dataset
+    # no truthful_qa, no arc_easy, no RepE dataset, no lat / dim / lda
     train = ["imdb", "boolq", "got_cities"]
     results = study_results(train=train, evals=train, probes=["lr", "ccs"])
     with caplog.at_level(logging.INFO):
@@ -51,25 +91,32 @@ def test_figures_without_their_inputs_are_skipped_with_a_reason(tmp_path, caplog
     assert set(skipped) == {"r4_truthful_qa", "v1_arc_easy", "v2_got", "v3_repe", "v4_lda"}
     assert "truthful_qa" in skipped["r4_truthful_qa"]
     assert "arc_easy" in skipped["v1_arc_easy"]
-    assert "lda" in skipped["v4_lda"]
-    assert sorted(p.stem for p in tmp_path.glob("*.png")) == sorted(set(FIGURES) - set(skipped))
+    assert "lda" in skipped["v4_lda"] and "lat" in skipped["v3_repe"]
+    assert sorted(p.stem for p in tmp_path.glob("*.png")) == sorted(
+        (set(FIGURES) | set(EXTRA)) - set(skipped)
+    )
     assert "r4_truthful_qa skipped" in caplog.text
 
 
-def test_one_train_dataset_leaves_only_in_distribution_figures(tmp_path):
+def test_one_train_dataset_has_no_best_probe(tmp_path):
     results = study_results(train=["imdb"], evals=["imdb"], probes=["lr", "dim"])
-    drawn = {d.name: d for d in draw_all(Study.build(results), tmp_path)}
+    study = Study.build(results)
+    assert study.best is None
+    drawn = {d.name: d for d in draw_all(study, tmp_path)}
     made = {name for name, d in drawn.items() if d.path is not None}
-    assert made == {"r0_acc_by_layer", "r3a_datasets"}
+    # the means over all rows still exist; everything about the best probe does not
+    assert made == {"r0_acc_by_layer", "r2_probes", "r3a_datasets", "r3b_matrix",
+                    "r3c_to_and_from", "x_in_dist_by_layer", "x_thresholds"}  # fmt: skip
     assert "at least two datasets" in drawn["r1a_by_algorithms"].skipped
+    assert "best probe, none" in drawn["r1a_by_algorithms"].caption
 
 
-def test_orders_follow_mean_cross_dataset_recovered_accuracy():
+def test_orders_follow_mean_recovered_accuracy_over_all_rows():
     results = study_results(probes=["dim", "lr", "random"], seed=3)
-    cross = results["train_dataset"] != results["eval_dataset"]
-    # make lr clearly the best generaliser and imdb the best train dataset
-    results.loc[cross & (results["probe"] == "lr"), "accuracy"] *= 1.3
-    results.loc[cross & (results["train_dataset"] == "imdb"), "accuracy"] *= 1.2
+    # make lr clearly the best algorithm and imdb the best train dataset, own rows included
+    results.loc[results["probe"] == "lr", "accuracy"] *= 1.3
+    results.loc[results["train_dataset"] == "imdb", "accuracy"] *= 1.2
+    results.loc[results["probe"] == "random", "accuracy"] = 1.0  # never ordered first
     results["accuracy"] = results["accuracy"].clip(0, 1)
     study = Study.build(results)
     assert study.algorithms == ["lr", "dim", "random"]  # the baseline always last
@@ -78,23 +125,12 @@ def test_orders_follow_mean_cross_dataset_recovered_accuracy():
     assert "random" not in set(study.ranking["probe"])
 
 
-def test_best_algorithm_layer_is_chosen_on_train_hparams():
-    results = study_results(probes=["dim", "lr"], seed=1)
-    pick = (
-        (results["probe"] == "dim")
-        & (results["layer"] == 13)
-        & (results["train_dataset"] != results["eval_dataset"])
-    )
-    hparams = results["eval_split"] == "train-hparams"
-    results.loc[pick & hparams, "accuracy"] = 1.0  # only the selection split says dim@13
-    assert best_algorithm_layer(Study.build(results)) == ("dim", 13)
-
-
-def test_later_layers_are_a_third_of_the_depth_and_depth_is_known_or_assumed(caplog):
-    results = study_results(model="4b", layers=[1, 11, 13, 35])
+def test_later_layers_are_13_40_of_the_depth_and_depth_is_known_or_assumed(caplog):
+    results = study_results(model="4b", layers=[1, 11, 12, 35])
     study = Study.build(results)
-    assert study.depth == 36 and study.min_layer == 12
-    assert sorted(study.later["layer"].unique()) == [13, 35]
+    assert study.depth == 36 and study.later_layer == 12
+    assert sorted(study.later["layer"].unique()) == [12, 35]
+    assert Study.build(results, later_layer=30).later_layer == 30  # the config key
     with caplog.at_level(logging.WARNING):
         assert model_depth("someone--model", results) == 36  # max layer 35 + 1
     assert "depth=" in caplog.text
@@ -109,6 +145,10 @@ def test_heatmap_cells_show_percentages(full_study):
     n = len(full_study.datasets)
     assert len(texts) == n * n and all(t.isdigit() and 0 <= int(t) <= 100 for t in texts)
     plt.close(figure)
+    figure = FIGURES["r1a_by_algorithms"][0](full_study)
+    marked = [t.get_text() for t in figure.axes[0].get_yticklabels() if "(best)" in t.get_text()]
+    assert marked == [f"{full_study.best.probe} (best)"]
+    plt.close(figure)
 
 
 def test_study_refuses_several_models_and_unscored_sweeps():
@@ -118,3 +158,8 @@ def test_study_refuses_several_models_and_unscored_sweeps():
     failed = study_results().assign(status="failed", accuracy=np.nan)
     with pytest.raises(ValueError, match="no probe was scored"):
         Study.build(failed)
+
+
+def test_png_files_are_real_images(full_study, tmp_path):
+    (drawn,) = draw_all(full_study, tmp_path, only=["r2_probes"])
+    assert Path(drawn.path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -187,46 +187,37 @@ def test_generalisation_ranking(rec):
     assert ranking["recovered_cross"].tolist() == pytest.approx([r[5] for r in RANKING])
 
 
-def test_headline_all_layers(rec):
-    numbers = headline(rec, later_layers_only=False, depth=6)
-    # Cross cells (train != eval, C skipped): A-trained on B .60 .90 .50 .70 (sum 2.70),
-    # B-trained on A .50 .85 .70 1.0 (sum 3.05) -> 5.75 / 8.
-    assert numbers["mean_cross_recovered"] == pytest.approx(5.75 / 8)
-    # Mean recovered > .8: pA2 .95, qA2 .825, pB2 .925, qB1 .85, qB2 .85 -> 5 of 8.
-    assert numbers["share_probes_above_80"] == pytest.approx(5 / 8)
-    # Cross only > .8: pA2 .90, pB2 .85, qB2 1.0 -> 3 of 8.
-    assert numbers["share_probes_above_80_cross"] == pytest.approx(3 / 8)
-    assert numbers["n_probes"] == 8 and numbers["min_layer"] == 0.0
+def test_headline_every_layer_later(rec):
+    numbers = headline(rec, later_layer=1)
+    # Mean recovered, own included, > .8: pA2 .95, qA2 .825, pB2 .925, qB1 .85, qB2 .85.
+    assert numbers["share_later_probes_above_80"] == pytest.approx(5 / 8)
+    assert numbers["n_later_probes"] == 8 and numbers["n_probes"] == 8
     best = numbers["best_probe"]
     assert (best["probe"], best["train_dataset"], best["layer"]) == ("q", "B", 2)
     assert best["recovered"] == pytest.approx(0.85)
     assert best["recovered_cross"] == pytest.approx(1.0)
     assert best["score"] == pytest.approx(3 / 7)
+    # every recovered cell: own .75 1 1 .95 .9 1 1 .7 (7.3) + cross 5.75 over 16 cells
+    assert numbers["mean_recovered"] == pytest.approx(13.05 / 16)
+    assert numbers["truthful_qa"] is None  # never scored on truthful_qa
     assert numbers["reference"] == REFERENCE
-    assert REFERENCE["share_probes_above_80"] == 0.36
-    assert REFERENCE["best_probe_recovered"] == 0.92
+    assert REFERENCE["share_later_probes_above_80"] == 0.36
+    assert REFERENCE["best_probe_recovered"] == 0.928
+    assert REFERENCE["truthful_qa_share"] == 0.946
 
 
-def test_headline_later_layers(rec):
-    # depth 6 -> later layers are layer >= 6/3 = 2: probes pA2, qA2, pB2, qB2.
-    numbers = headline(rec, depth=6)
-    assert numbers["min_layer"] == 2.0 and numbers["n_probes"] == 4
-    # Cross: pA2 .90, qA2 .70, pB2 .85, qB2 1.0 -> 3.45 / 4.
-    assert numbers["mean_cross_recovered"] == pytest.approx(3.45 / 4)
-    # Means .95, .825, .925, .85 are all > .8; cross: .90, .85, 1.0 are (.70 is not).
-    assert numbers["share_probes_above_80"] == pytest.approx(1.0)
-    assert numbers["share_probes_above_80_cross"] == pytest.approx(3 / 4)
-    # Among these four: qA2 beats pA2 on B, qB2 beats pB2 on A -> scores 1/3, 1/3, 0, 0;
-    # the tie goes to qB2 (mean .85 > .825).
-    best = numbers["best_probe"]
-    assert (best["probe"], best["train_dataset"], best["layer"]) == ("q", "B", 2)
-    assert best["score"] == pytest.approx(1 / 3)
-    assert all(isinstance(v, float) for v in (best["recovered"], numbers["min_layer"]))
+def test_headline_later_layers_but_ranking_over_all(rec):
+    # later layers = layer >= 2: pA2, qA2, pB2, qB2, means .95 .825 .925 .85 all > .8
+    numbers = headline(rec, later_layer=2)
+    assert numbers["share_later_probes_above_80"] == 1.0 and numbers["n_later_probes"] == 4
+    # the best probe is still ranked against all 8 probes (the original ranks all layers)
+    assert numbers["n_probes"] == 8 and numbers["best_probe"]["score"] == pytest.approx(3 / 7)
 
 
-def test_headline_without_any_recovered_value(rec):
-    with pytest.raises(ValueError, match="layers >= 10"):
-        headline(rec, depth=30)
+def test_headline_without_any_cross_dataset_value(rec):
+    own = rec[rec["train_dataset"] == rec["eval_dataset"]]
+    with pytest.raises(ValueError, match="no cross-dataset"):
+        headline(own, later_layer=1)
 
 
 def test_several_models_are_refused(results):

@@ -41,37 +41,52 @@ def test_two_models_get_their_own_figures_a_comparison_and_one_report(tmp_path):
     assert sorted(summary["models"]) == ["4b", "8b"]
     assert summary["duplicate_rows_dropped"] == 3
     for model, frame in (("4b", four), ("8b", eight)):
-        expected = Study.build(frame).headline()
+        study = Study.build(frame)
+        expected = study.headline()
         got = summary["models"][model]["headline"]
-        assert got["mean_cross_recovered"] == pytest.approx(expected["mean_cross_recovered"])
-        assert got["share_probes_above_80"] == pytest.approx(expected["share_probes_above_80"])
+        share = expected["share_later_probes_above_80"]
+        assert got["share_later_probes_above_80"] == pytest.approx(share)
+        assert got["truthful_qa"]["share"] == pytest.approx(expected["truthful_qa"]["share"])
         assert got["best_probe"] == expected["best_probe"]
         assert got["best_probe"]["probe"] != "random"  # the baseline is not a candidate
         assert summary["models"][model]["depth"] == 36
+        assert summary["models"][model]["later_layer"] == 12
+        assert len(summary["models"][model]["ranking_top"]) == 20
         assert summary["models"][model]["figures"]["r3b_matrix"]["file"] == "r3b_matrix.png"
 
     text = (tmp_path / "summary.md").read_text()
-    assert "| Llama-2-13b-chat (original study) | – | 36.0% | 92.0% |" in text
-    baseline = summary["models"]["4b"]["random_baseline_cross_recovered"]
+    header = (
+        "| number | 4b | 4b: random direction (baseline) | 8b | 8b: random direction (baseline) |"
+    )
+    assert header + " Llama-2-13b-chat (original study) |" in text
+    assert (
+        "| later layers | ≥ 12 of 36 | ≥ 12 of 36 | ≥ 12 of 36 | ≥ 12 of 36 | ≥ 13 of 40 |" in text
+    )
+    best = summary["models"]["4b"]["headline"]["best_probe"]
+    row = "| best probe's mean recovered accuracy (own train dataset included) | "
+    assert f"{row}{100 * best['recovered']:.1f}% | – |" in text and text.count(row) == 1
+    assert "| 92.8% |" in text and "| 94.6% |" in text  # the reference column
+    baseline = summary["models"]["4b"]["random_baseline"]["mean_recovered"]
     assert 0 < baseline < 1 and f"| {100 * baseline:.1f}% |" in text
-    share = 100 * summary["models"]["4b"]["headline"]["share_probes_above_80"]
-    assert re.search(rf"\| 4b \| [0-9.]+% \| {share:.1f}% \|", text)
     assert "3 duplicate result rows" in text
+    assert text.index("## 1. The original analysis") < text.index("## 2. probegen's own views")
 
     report = (tmp_path / "report.html").read_text()
     sources = re.findall(r'<img src="([^"]{0,40})', report)
     assert len(sources) == 2 * 3 + 1  # three figures per model + the comparison
     assert all(s.startswith("data:image/png;base64,") for s in sources)  # self-contained
-    assert report.count("Recovered accuracy for every train × eval pair") == 2  # captions
+    assert report.count("averaged over the eight algorithms and the later layers") == 2
+    assert report.count("<h3>4b: the 20 best probes") == 1
+    assert report.index("1. The original analysis") < report.index("2. probegen's own views")
 
 
 def test_a_model_without_cross_dataset_results_still_gets_a_report(tmp_path):
     alone = study_results(model="4b", train=["imdb"], evals=["imdb"], probes=["lr"])
-    aggregate(pulled(alone), tmp_path, only=["r0_acc_by_layer", "r2_probes"])
+    aggregate(pulled(alone), tmp_path, only=["r0_acc_by_layer", "r1a_by_algorithms"])
     summary = json.loads((tmp_path / "summary.json").read_text())
     entry = summary["models"]["4b"]
     assert entry["headline"] is None and "no cross-dataset" in entry["problem"]
-    assert entry["figures"]["r2_probes"]["skipped"]
+    assert entry["figures"]["r1a_by_algorithms"]["skipped"]  # no ranking, no best probe
     assert (tmp_path / "r0_acc_by_layer.png").exists()
 
 

@@ -17,6 +17,9 @@ The definitions follow the original study's analysis script, mishajw/repeng
   datasets, its own train set included, as in the study's ">80%" count
   (`groupby(["algorithm", "train", "layer"])["recovered_accuracy"].mean() > 0.8`);
   `recovered_cross` is the same mean without its own train set.
+- The ranking compares every pair of probes over all layers, as the original; "later
+  layers" (layer >= ceil(13/40 x depth), the original's 13 of 40) only enter the first
+  headline number.
 
 Metrics are per model: a results table with several models is refused (split it with
 `results.groupby("model")`).
@@ -31,11 +34,19 @@ PROBE = ["probe", "train_dataset", "layer"]  # one fitted probe
 CELL = ["model", *PROBE, "eval_dataset"]  # one probe scored on one eval dataset
 VALIDATION, HPARAMS = "validation", "train-hparams"
 SOURCE_URL = "https://www.lesswrong.com/posts/cmicXAAEuPGqcs9jw/how-well-do-truth-probes-generalise"
-REFERENCE = {  # the original study, Llama-2-13b-chat, layers >= 13 of 40
+LATER_LAYER_FRACTION = (13, 40)  # the original's "later layers": layer >= 13 of Llama-2-13B's 40
+TRUTHFUL_QA = "truthful_qa"
+# Llama-2-13B-chat's TruthfulQA MC1 in the RepE paper's table 1 (arXiv 2310.01405), the two
+# dotted lines of the original's r4; the headline counts probes above the first.
+TRUTHFUL_QA_LINES = (0.359, 0.503)
+REFERENCE = {  # the original study's numbers, Llama-2-13b-chat, 40 layers
     "model": "Llama-2-13b-chat",
-    "share_probes_above_80": 0.36,
-    "best_probe_recovered": 0.92,
+    "depth": 40,
+    "later_layer": 13,
+    "share_later_probes_above_80": 0.36,
     "best_probe": {"probe": "dim", "train_dataset": "dbpedia_14", "layer": 21},
+    "best_probe_recovered": 0.928,
+    "truthful_qa_share": 0.946,
     "source": SOURCE_URL,
 }
 
@@ -138,34 +149,100 @@ def generalisation_ranking(recovered: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True).astype({"score": "float64", "wins": "int64"})
 
 
-def headline(recovered: pd.DataFrame, later_layers_only: bool = True, *, depth: int) -> dict:
-    """The headline numbers beside the study's Llama-2-13B reference (JSON-ready).
+def later_layer(depth: int) -> int:
+    """The first "later" layer: ceil(13/40 x depth), the original's cut (layer >= 13 of 40)
+    carried over to other depths (36 layers -> 12, 30 -> 10)."""
+    num, den = LATER_LAYER_FRACTION
+    return -(-num * int(depth) // den)
 
-    `depth` is the model's number of layers; with `later_layers_only` only probes at
-    layer >= depth / 3 count (DESIGN §8; the study used layers >= 13 of 40).
-    - mean_cross_recovered: mean recovered over all train != eval cells;
-    - share_probes_above_80: share of probes whose recovered accuracy (mean over eval
-      datasets, own included, as the study) is > 0.8; `_cross`: own train set excluded;
-    - best_probe: rank 1 of `generalisation_ranking` over the same probes.
-    Probes without any recovered value (no thresholds) are left out of the shares.
+
+def probe_recovered(recovered: pd.DataFrame) -> pd.DataFrame:
+    """Per probe: mean `recovered` over its eval datasets, own train set included (as the
+    original's ">80%" count), and `recovered_cross` without it (NaN when it has none)."""
+    own = recovered["train_dataset"] == recovered["eval_dataset"]
+    out = recovered.groupby(PROBE)["recovered"].mean().to_frame()
+    out["recovered_cross"] = recovered[~own].groupby(PROBE)["recovered"].mean()
+    return out.dropna(subset=["recovered"]).reset_index()
+
+
+def share_later_above_80(recovered: pd.DataFrame, later_layer: int) -> tuple[float, int]:
+    """(share, n): of the probes at layer >= `later_layer` with a recovered accuracy, the
+    share whose mean recovered accuracy, own train set included, exceeds 0.8 (the original's
+    `perc_above_80`). NaN share when there are none."""
+    probes = probe_recovered(recovered[recovered["layer"] >= later_layer])
+    share = float((probes["recovered"] > 0.8).mean()) if len(probes) else float("nan")
+    return share, len(probes)
+
+
+def truthful_qa_pairs(recovered: pd.DataFrame) -> pd.DataFrame:
+    """Per probe with a cross-dataset recovered accuracy: `recovered_cross` (mean over the
+    other datasets, all of them but its own) and `truthful_qa`, its TruthfulQA validation
+    accuracy (NaN where not scored). The original's r4 table (`df_truthful_qa`)."""
+    rows = recovered[recovered["train_dataset"] != recovered["eval_dataset"]]
+    cross = rows.groupby(PROBE)["recovered"].mean().rename("recovered_cross").dropna()
+    tqa = recovered[recovered["eval_dataset"] == TRUTHFUL_QA].groupby(PROBE)["accuracy"].mean()
+    return cross.to_frame().join(tqa.rename(TRUTHFUL_QA)).reset_index()
+
+
+def truthful_qa_share(recovered: pd.DataFrame, line: float = TRUTHFUL_QA_LINES[0]) -> dict | None:
+    """The original's `perc_measuring_truth`: of the probes (all layers) whose recovered
+    accuracy on the other datasets exceeds 0.8, the share whose TruthfulQA accuracy exceeds
+    `line`. None when no probe was scored on TruthfulQA or none exceeds 0.8."""
+    pairs = truthful_qa_pairs(recovered)
+    if pairs[TRUTHFUL_QA].isna().all():
+        return None
+    above = pairs["recovered_cross"] > 0.8
+    if not above.any():
+        return {"share": None, "n_probes_above_80_cross": 0, "line": line}
+    share = float((above & (pairs[TRUTHFUL_QA] > line)).sum() / above.sum())
+    return {"share": share, "n_probes_above_80_cross": int(above.sum()), "line": line}
+
+
+LABELS = {  # what each headline number counts; every label says if the own dataset is in
+    "share_later_probes_above_80": "probes at the later layers whose mean recovered accuracy "
+    "(own train dataset included) is > 80%",
+    "best_probe": "best probe: top of the pair-wise generalisation ranking (all layers)",
+    "best_probe_recovered": "best probe's mean recovered accuracy (own train dataset included)",
+    "best_probe_recovered_cross": "best probe's mean recovered accuracy on the other datasets "
+    "(own train dataset left out)",
+    "truthful_qa_share": "probes (all layers) with > 80% recovered accuracy on the other "
+    "datasets (own left out) whose TruthfulQA accuracy is > 35.9%",
+    "mean_recovered": "mean recovered accuracy of all probes, all layers (own train dataset "
+    "included)",
+}
+
+
+def headline(
+    recovered: pd.DataFrame, *, later_layer: int, ranking: pd.DataFrame | None = None
+) -> dict:
+    """The original's headline numbers (JSON-ready), for the probes in `recovered` (pass the
+    original eight algorithms only), beside the Llama-2-13B-chat reference.
+
+    - share_later_probes_above_80: `share_later_above_80` at layer >= `later_layer`;
+    - best_probe: rank 1 of `generalisation_ranking` over all layers (`ranking`, computed
+      when not given), with its mean recovered accuracy own dataset included (the original's
+      92.8%) and left out;
+    - truthful_qa: `truthful_qa_share` (None without TruthfulQA scores);
+    - mean_recovered: over every probe and eval dataset, own included.
+    Raises ValueError when no probe has a recovered accuracy on another dataset: the
+    ranking, and so the best probe, needs two datasets both trained on and evaluated.
     """
-    min_layer = depth / 3 if later_layers_only else 0.0
-    rows = recovered[recovered["layer"] >= min_layer]
-    if rows["recovered"].notna().sum() == 0:
-        raise ValueError(f"no recovered accuracy at layers >= {min_layer:g}: nothing to report")
-    ranking = generalisation_ranking(rows)
-    cross = rows.loc[rows["train_dataset"] != rows["eval_dataset"], "recovered"]
+    cross = recovered.loc[recovered["train_dataset"] != recovered["eval_dataset"], "recovered"]
+    if cross.notna().sum() == 0:
+        raise ValueError(
+            "no cross-dataset recovered accuracy: train on at least two datasets that are "
+            "also evaluated, so probes can be ranked"
+        )
+    ranking = generalisation_ranking(recovered) if ranking is None else ranking
     best = ranking.iloc[0]
-    models = rows["model"].unique()
+    share, n_later = share_later_above_80(recovered, later_layer)
+    models = recovered["model"].unique()
     return {
         "model": str(models[0]) if len(models) == 1 else None,
-        "depth": int(depth),
-        "later_layers_only": bool(later_layers_only),
-        "min_layer": float(min_layer),
-        "n_probes": int(ranking["recovered"].notna().sum()),
-        "mean_cross_recovered": float(cross.mean()),
-        "share_probes_above_80": float((ranking["recovered"].dropna() > 0.8).mean()),
-        "share_probes_above_80_cross": float((ranking["recovered_cross"].dropna() > 0.8).mean()),
+        "later_layer": int(later_layer),
+        "n_probes": int(len(ranking)),
+        "n_later_probes": int(n_later),
+        "share_later_probes_above_80": share,
         "best_probe": {
             "probe": str(best["probe"]),
             "train_dataset": str(best["train_dataset"]),
@@ -174,5 +251,8 @@ def headline(recovered: pd.DataFrame, later_layers_only: bool = True, *, depth: 
             "recovered_cross": float(best["recovered_cross"]),
             "score": float(best["score"]),
         },
+        "truthful_qa": truthful_qa_share(recovered),
+        "mean_recovered": float(recovered["recovered"].mean()),
+        "labels": LABELS,
         "reference": REFERENCE,
     }

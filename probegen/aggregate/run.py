@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 from probegen.aggregate import report
+from probegen.aggregate.chance import truthful_qa_chance
 from probegen.aggregate.figures import draw_all
 from probegen.aggregate.pull import Pulled
 from probegen.aggregate.study import Study, model_order
@@ -25,29 +26,34 @@ def aggregate(
     out_dir: Path,
     depth: int | None = None,
     only: list[str] | None = None,
+    later_layer: int | None = None,
+    cache_dir: Path | str | None = None,
 ) -> Path:
     """Analyse every model in `pulled`, draw its figures and write summary.json,
     summary.md and report.html into `out_dir` (one model) or `out_dir/<model>/` (figures of
     several, compared at the top level). Returns the report.html path.
 
-    `depth` (decoder layers) applies when there is one model; presets know their own.
+    `depth` (decoder layers) and `later_layer` (first "later" layer; None: ceil(13/40 x
+    depth)) apply when there is one model; presets know their depth. `cache_dir`, when it
+    holds the model's truthful_qa rows, gives r4 its chance line.
     """
     results = pulled.results
     models = sorted(results["model"].unique(), key=model_order)
     if not models:
         raise ValueError("no result rows to aggregate")
-    if depth is not None and len(models) > 1:
-        raise ValueError(f"depth= is for one model; got {models}, whose presets know theirs")
+    if (depth is not None or later_layer is not None) and len(models) > 1:
+        raise ValueError(f"depth= and later_layer= are for one model; got {models}")
     out_dir.mkdir(parents=True, exist_ok=True)
     reports = []
     for model in models:
-        study = Study.build(results[results["model"] == model], depth)
+        study = Study.build(results[results["model"] == model], depth, later_layer,
+                            truthful_qa_chance(cache_dir, model))  # fmt: skip
         figure_dir = out_dir if len(models) == 1 else out_dir / model
         drawn = draw_all(study, figure_dir, only)
         entry = report.ModelReport(study, drawn, figure_dir=figure_dir.relative_to(out_dir))
         try:
             entry.headline = study.headline()
-        except ValueError as err:  # e.g. no cross-dataset numbers at the later layers
+        except ValueError as err:  # e.g. no cross-dataset numbers: nothing to rank
             entry.problem = str(err)
             log.warning("%s: no headline numbers: %s", model, err)
         made = sum(d.path is not None for d in drawn)

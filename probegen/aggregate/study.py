@@ -1,18 +1,18 @@
 """One model's sweep, analysed once for every figure and the report (DESIGN §8).
 
-`Study.build(results, depth)` computes thresholds, recovered accuracy and the
-generalisation ranking, and fixes the orders every figure shares: algorithms and datasets
-ordered by mean cross-dataset recovered accuracy at the later layers (best first), so a
-dataset or algorithm sits in the same place in every figure.
+`Study.build(results, depth)` computes thresholds, recovered accuracy and the original's
+pair-wise ranking of probes (all layers), and fixes the orders every figure shares, as the
+original does: train datasets and algorithms by mean recovered accuracy over all their rows
+(all layers, all eval datasets, own train set included), best first.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import re
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -24,7 +24,18 @@ log = logging.getLogger(__name__)
 # The original study's eight algorithms: only they set thresholds and enter the original
 # analysis. Other probes probegen runs are its own variants (lda-lw, ccs-sub, ...), kept out.
 ORIGINAL_ALGORITHMS = ("dim", "lda", "lr", "lr-g", "ccs", "pca", "pca-g", "lat")
-BASELINES = ("random",)  # drawn for reference, left out of rankings and headline numbers
+BASELINES = ("random",)  # a separate baseline: never a threshold, never in the ranking
+
+
+class Probe(NamedTuple):
+    """One fitted probe: algorithm, train dataset, layer."""
+
+    probe: str
+    train_dataset: str
+    layer: int
+
+    def __str__(self) -> str:
+        return f"{self.probe} / {self.train_dataset} / layer {self.layer}"
 
 
 def model_order(model: str) -> tuple:
@@ -55,62 +66,103 @@ class Study:
 
     model: str
     depth: int
+    later_layer: int  # "later layers" = layer >= this (default ceil(13/40 x depth))
     results: pd.DataFrame  # pulled rows of this model (all splits and statuses)
-    recovered: pd.DataFrame  # metrics.recovered: ok validation rows + threshold/recovered
+    recovered: pd.DataFrame  # metrics.recovered: ok validation rows, original eight + random
     thresholds: pd.DataFrame  # metrics.threshold_probes, indexed by eval dataset
-    ranking: pd.DataFrame  # generalisation ranking at the later layers, baselines left out
-    algorithms: list[str]  # best first; baselines last
-    datasets: list[str]  # trained-on datasets, best first
+    ranking: pd.DataFrame  # the original's pair-wise ranking, all layers, original eight
+    algorithms: list[str]  # the original eight present, best first; baselines last
+    datasets: list[str]  # trained-on datasets, best first (the original's train_order)
     eval_only: list[str]  # evaluated, never trained on (e.g. truthful_qa)
     variants: list[str] = field(default_factory=list)  # probes run but not the original's
-
-    @property
-    def min_layer(self) -> float:
-        """'Later layers' start here: layer >= depth / 3 (DESIGN §8)."""
-        return self.depth / 3
+    truthful_qa_chance: float | None = None  # mean 1/choices of TruthfulQA, from the cache
 
     @property
     def first_later_layer(self) -> int:
-        """The lowest layer index that counts as 'later' (for labels)."""
-        return math.ceil(self.min_layer)
+        """The lowest layer that counts as 'later' (kept for older callers)."""
+        return self.later_layer
+
+    @cached_property
+    def rows(self) -> pd.DataFrame:
+        """The original analysis' table: recovered rows of the original eight algorithms."""
+        return self.recovered[~self.recovered["probe"].isin(BASELINES)]
+
+    @cached_property
+    def baseline_rows(self) -> pd.DataFrame:
+        """Recovered rows of the random-direction baseline (empty when it was not run)."""
+        return self.recovered[self.recovered["probe"].isin(BASELINES)]
 
     @cached_property
     def later(self) -> pd.DataFrame:
-        """Recovered rows at the later layers."""
-        return self.recovered[self.recovered["layer"] >= self.min_layer]
+        """Analysis rows at the later layers."""
+        return self.rows[self.rows["layer"] >= self.later_layer]
+
+    @property
+    def original(self) -> list[str]:
+        """The algorithms of the original analysis present here, in the shared order."""
+        return [a for a in self.algorithms if a not in BASELINES]
 
     @cached_property
-    def cross(self) -> pd.DataFrame:
-        """Later-layer rows scored on another dataset than the probe's train set, with a
-        recovered value (eval-only datasets have no threshold)."""
-        rows = self.later
-        rows = rows[rows["train_dataset"] != rows["eval_dataset"]]
-        return rows.dropna(subset=["recovered"])
-
-    def probe_means(self, rows: pd.DataFrame | None = None) -> pd.DataFrame:
-        """Per probe (algorithm, train dataset, layer): mean cross-dataset recovered accuracy."""
-        rows = self.cross if rows is None else rows
-        return rows.groupby(metrics.PROBE, as_index=False)["recovered"].mean()
-
-    def baseline_cross(self) -> float | None:
-        """Mean cross-dataset recovered accuracy of the random-direction baseline (later
-        layers), or None when it was not run: what sign-flipping alone reaches."""
-        rows = self.cross[self.cross["probe"].isin(BASELINES)]
-        return float(rows["recovered"].mean()) if not rows.empty else None
+    def best(self) -> Probe | None:
+        """The top of the ranking: the original's "best probe", which it then hard-codes
+        (Llama-2-13B-chat: dim / dbpedia_14 / layer 21). None without cross-dataset scores,
+        where the ranking compares nothing."""
+        if self.ranking.empty or self.ranking["recovered_cross"].isna().all():
+            return None
+        top = self.ranking.iloc[0]
+        return Probe(str(top["probe"]), str(top["train_dataset"]), int(top["layer"]))
 
     def headline(self) -> dict:
-        """metrics.headline over the non-baseline probes at the later layers."""
-        if self.cross[~self.cross["probe"].isin(BASELINES)].empty:
-            raise ValueError(
-                f"no cross-dataset recovered accuracy at layers >= {self.first_later_layer}: train "
-                "on at least two datasets that are also evaluated"
-            )
-        rows = self.recovered[~self.recovered["probe"].isin(BASELINES)]
-        return metrics.headline(rows, depth=self.depth)
+        """metrics.headline over the original eight (ValueError without cross scores)."""
+        return metrics.headline(self.rows, later_layer=self.later_layer, ranking=self.ranking)
+
+    def baseline(self) -> dict | None:
+        """The random direction's numbers, computed as the headline's (what sign-flipping
+        alone reaches), or None when it was not run."""
+        rows = self.baseline_rows
+        if rows.dropna(subset=["recovered"]).empty:
+            return None
+        share, n = metrics.share_later_above_80(rows, self.later_layer)
+        cross = rows.loc[rows["train_dataset"] != rows["eval_dataset"], "recovered"]
+        return {
+            "share_later_probes_above_80": share,
+            "n_later_probes": n,
+            "mean_recovered": float(rows["recovered"].mean()),
+            "mean_recovered_cross": float(cross.mean()),
+            "truthful_qa": metrics.truthful_qa_share(rows),
+        }
+
+    def choices(self) -> dict[str, str]:
+        """The data-driven choices the figures make, as caption text."""
+        best = self.best
+        chance = self.truthful_qa_chance
+        return {
+            "model": self.model,
+            "depth": str(self.depth),
+            "later_layer": str(self.later_layer),
+            "later": f"layers ≥ {self.later_layer} of {self.depth}: the original's cut, 13 of "
+            "40, scaled to this depth",
+            "best": f"{best}, the top of the pair-wise ranking" if best else "none",
+            "best_probe": best.probe if best else "–",
+            "best_train": best.train_dataset if best else "–",
+            "best_layer": str(best.layer) if best else "–",
+            "chance": f"TruthfulQA chance level {100 * chance:.1f}% (mean of 1/choices over its "
+            "validation questions, from the activation cache)"
+            if chance is not None
+            else "no chance line: TruthfulQA's rows were not found in the activation cache "
+            "(pass cache_dir=)",
+        }
 
     @classmethod
-    def build(cls, results: pd.DataFrame, depth: int | None = None) -> Study:
-        """Analyse one model's results (RESULT_COLUMNS rows, duplicates already resolved)."""
+    def build(
+        cls,
+        results: pd.DataFrame,
+        depth: int | None = None,
+        later_layer: int | None = None,
+        truthful_qa_chance: float | None = None,
+    ) -> Study:
+        """Analyse one model's results (RESULT_COLUMNS rows, duplicates already resolved).
+        `later_layer` None: ceil(13/40 x depth)."""
         models = sorted(results["model"].unique())
         if len(models) != 1:
             raise ValueError(f"a Study is one model, got {models}: split by model first")
@@ -120,6 +172,7 @@ class Study:
             counts = results["status"].value_counts().to_dict()
             raise ValueError(f"model {model}: no probe was scored ({counts}); see `reason`")
         depth = model_depth(model, results, depth)
+        later_layer = metrics.later_layer(depth) if later_layer is None else int(later_layer)
         original = results["probe"].isin(ORIGINAL_ALGORITHMS)
         variants = sorted(set(results["probe"]) - set(ORIGINAL_ALGORITHMS) - set(BASELINES))
         if variants:
@@ -128,19 +181,15 @@ class Study:
         probes = metrics.threshold_probes(results[original])
         rec = metrics.recovered(results[original | results["probe"].isin(BASELINES)],
                                 probes["threshold"])  # fmt: skip
-        later = rec[(rec["layer"] >= depth / 3) & ~rec["probe"].isin(BASELINES)]
-        ranking = metrics.generalisation_ranking(later) if not later.empty else later
-        cross = rec[(rec["layer"] >= depth / 3) & (rec["train_dataset"] != rec["eval_dataset"])]
-        algorithms = _order(cross, "probe", sorted(rec["probe"].unique()))
-        algorithms = [a for a in algorithms if a not in BASELINES] + [
-            a for a in algorithms if a in BASELINES
-        ]
+        rows = rec[~rec["probe"].isin(BASELINES)]
+        ranking = metrics.generalisation_ranking(rows) if not rows.empty else rows
+        algorithms = _order(rows, "probe", sorted(rows["probe"].unique()))
+        algorithms += sorted(set(rec["probe"]) & set(BASELINES))
         trained = sorted(rec["train_dataset"].unique())
-        datasets = _order(cross, "train_dataset", trained)
+        datasets = _order(rows, "train_dataset", trained)
         eval_only = sorted(set(rec["eval_dataset"]) - set(trained))
-        return cls(
-            model, depth, results, rec, probes, ranking, algorithms, datasets, eval_only, variants
-        )
+        return cls(model, depth, later_layer, results, rec, probes, ranking, algorithms,
+                   datasets, eval_only, variants, truthful_qa_chance)  # fmt: skip
 
 
 def _order(rows: pd.DataFrame, column: str, names: list[str]) -> list[str]:

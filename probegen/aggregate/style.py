@@ -41,9 +41,11 @@ def colours(algorithms: list[str], baselines: tuple[str, ...] = ("random",)) -> 
     return out
 
 
-def percent_axis(ax, axis: str = "y", limits: tuple[float, float] | None = (0, 1.02)) -> None:
+def percent_axis(
+    ax, axis: str = "y", limits: tuple[float, float] | None = (0, 1.02), decimals: int = 0
+) -> None:
     """Label an axis holding fractions as percentages."""
-    formatter = matplotlib.ticker.PercentFormatter(xmax=1.0, decimals=0)
+    formatter = matplotlib.ticker.PercentFormatter(xmax=1.0, decimals=decimals)
     getattr(ax, f"{axis}axis").set_major_formatter(formatter)
     if limits is not None:
         getattr(ax, f"set_{axis}lim")(*limits)

@@ -1,8 +1,10 @@
-"""The study's fourteen figures (DESIGN §8), drawn from one `Study`.
+"""The original analysis' fourteen figures and probegen's own views (DESIGN §8).
 
-`FIGURES` maps each file name to its drawing function and the caption the report prints
-under it (what to look at). A figure whose inputs the sweep lacks raises `Skip`; `draw_all`
-logs the reason and goes on.
+`FIGURES` maps each of the original's file names to its drawing function and a caption
+template; `EXTRA` does the same for probegen's views (x_*.png). Captions are formatted with
+`Study.choices()`, so each names the choices it made from the data (the best probe, the
+later-layer cut, the chance level). A figure whose inputs the sweep lacks raises `Skip`;
+`draw_all` logs the reason and goes on.
 """
 
 from __future__ import annotations
@@ -16,83 +18,116 @@ from matplotlib.figure import Figure
 
 from probegen.aggregate import style
 from probegen.aggregate.figures import datasets as d
+from probegen.aggregate.figures import extra as x
 from probegen.aggregate.figures import probes as p
 from probegen.aggregate.figures import validation as v
-from probegen.aggregate.figures.common import Skip
 from probegen.aggregate.study import Study
+from probegen.aggregate.tables import Skip
 
 log = logging.getLogger(__name__)
 
+ALL = "all layers, the eight algorithms and every eval dataset, own train dataset included"
 FIGURES: dict[str, tuple[Callable[[Study], Figure], str]] = {
     "r0_acc_by_layer": (
         p.r0_acc_by_layer,
-        "Validation accuracy of probes scored on the dataset they were trained on, by layer. "
-        "Look for the layers where truth becomes linearly readable; the grey band is left out "
-        "of the headline numbers.",
+        "ECDF of each probe's mean recovered accuracy (own train dataset included), one curve "
+        "per layer; dotted curves are before the later layers ({later}). The headline's first "
+        "number is the share of later-layer probes right of the dashed 80% line.",
     ),
     "r1a_by_algorithms": (
         p.r1a_by_algorithms,
-        "Each point is one probe's mean recovered accuracy on the datasets it was not trained "
-        "on. Algorithms whose whole box sits right of 80% generalise reliably.",
+        "Recovered accuracy of every algorithm trained on {best_train} at layer {best_layer}, "
+        "on each other dataset ({best_train}'s own column left out). Data-driven choice: train "
+        "dataset and layer of the best probe, {best}.",
     ),
     "r1b_by_train": (
         p.r1b_by_train,
-        "The same probes grouped by train dataset: which datasets teach a direction that "
-        "carries over to the others.",
+        "Recovered accuracy of {best_probe} at layer {best_layer} by train dataset (rows, own "
+        "cell included) and eval dataset; column {best_train} left out, rows with a missing "
+        "cell dropped. Data-driven choice: algorithm and layer of the best probe, {best}.",
     ),
     "r1c_by_layer": (
         p.r1c_by_layer,
-        "Mean recovered accuracy on other datasets by layer, per algorithm. Where it peaks is "
-        "where a general truth direction is most present.",
+        "Recovered accuracy of {best_probe} trained on {best_train}, by layer and eval dataset "
+        "(its own column left out). Data-driven choice: algorithm and train dataset of the "
+        "best probe, {best}.",
     ),
     "r2_probes": (
         p.r2_probes,
-        "The probes that win the most pair-wise comparisons against other probes on datasets "
-        "neither was trained on (the study's ranking); bars show their mean recovered accuracy.",
+        "Mean recovered accuracy per algorithm (" + ALL + "); colour: supervised or not, "
+        "hatch: grouped (uses question groups). The dotted line, the random direction, is "
+        "probegen's addition.",
     ),
     "r3a_datasets": (
         d.r3a_datasets,
-        "Each dataset's threshold — the best accuracy any probe trained on it reaches, the "
-        "denominator of recovered accuracy — beside the mean accuracy of probes from other "
-        "datasets. A low threshold makes recovered accuracy easy to reach.",
+        "Mean recovered accuracy of the probes trained on each dataset (" + ALL + "), "
+        "coloured by family.",
     ),
     "r3b_matrix": (
         d.r3b_matrix,
-        "Recovered accuracy for every train × eval pair, for the best algorithm and layer. "
-        "Rows that stay bright generalise; dark columns are datasets other probes cannot solve.",
+        "Recovered accuracy for every train × eval pair, averaged over the eight algorithms "
+        "and the later layers ({later}); diagonal = in-distribution.",
     ),
     "r3c_to_and_from": (
         d.r3c_to_and_from,
-        "'From': how well a dataset's probes do elsewhere. 'To': how well other datasets' "
-        "probes do on it. Good teachers are not always easy targets.",
+        "Per dataset: mean recovered accuracy of its probes (generalises from) against the "
+        "mean recovered accuracy of all probes on it (generalises to), own rows included. "
+        "Data-driven choice: both axis ranges follow the data (the original fixes x to "
+        "66–76%).",
     ),
     "r3d_clustering": (
         d.r3d_clustering,
-        "Datasets clustered by how well probes transfer between them (both directions). "
-        "Blocks along the diagonal are families of datasets that share a truth direction.",
+        "Average-linkage clustering of datasets by 1 − recovered accuracy, r3b's matrix made "
+        "symmetric (mean of both directions; {later}). Labels coloured by family.",
     ),
     "r4_truthful_qa": (
         d.r4_truthful_qa,
-        "TruthfulQA accuracy of probes trained on the other datasets (it is never trained on). "
-        "Compare with chance (one over the number of answer choices, about 20-25%).",
+        "One point per probe (all layers): mean recovered accuracy on the other datasets "
+        "(own left out) against its TruthfulQA accuracy. Dotted lines: Llama-2-13B-chat's "
+        "TruthfulQA MC1 in the RepE paper's table 1 (35.9%, 50.3%), not this model's. "
+        "{chance}.",
     ),
     "v1_arc_easy": (
         v.v1_arc_easy,
-        "Check against RepE (Zou et al. 2023): probes trained and scored on ARC-Easy, by layer.",
+        "In-distribution validation accuracy on arc_easy by layer, one line per algorithm, "
+        "dashed = unsupervised; the dotted line is the 80% the original's check asks about.",
     ),
     "v2_got": (
         v.v2_got,
-        "Check against Geometry of Truth (Marks & Tegmark 2023): mass-mean (dim) and logistic "
-        "probes transfer among the GoT datasets.",
+        "In-distribution validation accuracy by layer of dim and lda on got_cities, "
+        "got_larger_than and got_sp_en_trans (Geometry of Truth).",
     ),
     "v3_repe": (
         v.v3_repe,
-        "In-distribution accuracy on the RepE question-answering datasets, per algorithm.",
+        "LAT in-distribution validation accuracy by layer on race, open_book_qa, arc_easy and "
+        "arc_challenge; dotted lines: Llama-2-13B-chat's LAT results in the RepE paper "
+        "(45.9%, 54.7%, 80.3%, 53.2%), not this model's.",
     ),
     "v4_lda": (
         v.v4_lda,
-        "LDA against DIM (and LR) on their own dataset and on others: a gap that is larger for "
-        "LDA means it fits its train set at the cost of generalisation.",
+        "Validation accuracy (not recovered) of dim and lda at layer {best_layer}, trained on "
+        "boolq (top) and on the eval dataset itself (bottom). Data-driven choice: layer "
+        "{best_layer} is the best probe's ({best}); the original used 21.",
+    ),
+}
+
+EXTRA: dict[str, tuple[Callable[[Study], Figure], str]] = {
+    "x_in_dist_by_layer": (
+        x.x_in_dist_by_layer,
+        "probegen's view: mean in-distribution validation accuracy by layer per algorithm "
+        "(random dotted): where truth becomes linearly readable. Grey: before the later "
+        "layers ({later}).",
+    ),
+    "x_cross_by_algorithm": (
+        x.x_cross_by_algorithm,
+        "probegen's view: the spread behind r2 — each probe's mean recovered accuracy on the "
+        "other datasets (own left out), {later}, per algorithm, random included.",
+    ),
+    "x_thresholds": (
+        x.x_thresholds,
+        "probegen's view: each dataset's threshold (the denominator of recovered accuracy) "
+        "and the probe that sets it, beside the mean raw accuracy of probes trained "
+        "elsewhere. A low threshold makes recovered accuracy easy to reach.",
     ),
 }
 
@@ -105,22 +140,28 @@ class Drawn:
     caption: str
     path: Path | None = None
     skipped: str | None = None
+    section: str = "original"  # "original" (the fourteen) or "extra" (probegen's views)
 
 
 def draw_all(study: Study, out_dir: Path, only: list[str] | None = None) -> list[Drawn]:
-    """Draw every figure (or `only` these) into `out_dir`/<name>.png."""
+    """Draw the fourteen figures, then probegen's views (or `only` these names) into
+    `out_dir`/<name>.png, each with its caption filled in from the study's choices."""
     drawn = []
-    for name, (draw, caption) in FIGURES.items():
-        if only is not None and name not in only:
-            continue
-        try:
-            figure = draw(study)
-        except Skip as reason:
-            log.info("%s: %s skipped: %s", study.model, name, reason)
-            drawn.append(Drawn(name, caption, skipped=str(reason)))
-            continue
-        drawn.append(Drawn(name, caption, path=style.save(figure, out_dir / f"{name}.png")))
+    choices = study.choices()
+    for section, figures in (("original", FIGURES), ("extra", EXTRA)):
+        for name, (draw, caption) in figures.items():
+            if only is not None and name not in only:
+                continue
+            caption = caption.format_map(choices)
+            try:
+                figure = draw(study)
+            except Skip as reason:
+                log.info("%s: %s skipped: %s", study.model, name, reason)
+                drawn.append(Drawn(name, caption, skipped=str(reason), section=section))
+                continue
+            path = style.save(figure, out_dir / f"{name}.png")
+            drawn.append(Drawn(name, caption, path=path, section=section))
     return drawn
 
 
-__all__ = ["FIGURES", "Drawn", "Skip", "draw_all"]
+__all__ = ["EXTRA", "FIGURES", "Drawn", "Skip", "draw_all"]

@@ -7,29 +7,37 @@ import pandas as pd
 
 from probegen.aggregate import style
 from probegen.aggregate.study import Study
-
-
-class Skip(Exception):
-    """A figure whose inputs are not in the sweep; the message says which and how to add them."""
-
-
-def need(condition: bool, reason: str) -> None:
-    if not condition:
-        raise Skip(reason)
+from probegen.aggregate.tables import Skip, need  # noqa: F401  (re-exported for the figures)
 
 
 def layers_note(study: Study) -> str:
-    return f"layers ≥ {study.first_later_layer} of {study.depth}"
+    return f"layers ≥ {study.later_layer} of {study.depth}"
+
+
+FAMILY_COLOURS = {"dlk": style.OKABE_ITO[0], "repe": style.OKABE_ITO[1],
+                  "got": style.OKABE_ITO[2], "synthetic": style.OKABE_ITO[3],
+                  "other": style.BASELINE_GREY}  # fmt: skip
+
+
+def table_heatmap(ax, table: pd.DataFrame, mark: object = None, label: str = "") -> None:
+    """A heat map of a recovered-accuracy table (rows × columns as given, cells in %),
+    the row `mark` labelled "(best)" in bold, as the original marks the best probe's row."""
+    rows = [f"{i} (best)" if i == mark else str(i) for i in table.index]
+    style.heatmap(ax, table.to_numpy(dtype="float64"), rows, [str(c) for c in table.columns],
+                  label=label)  # fmt: skip
+    for tick, name in zip(ax.get_yticklabels(), table.index, strict=True):
+        if name == mark:
+            tick.set_fontweight("bold")
 
 
 def shade_early_layers(ax, study: Study) -> None:
-    """Grey out the layers the headline numbers leave out (layer < depth / 3)."""
-    edge = study.first_later_layer - 0.5  # between the last left-out and first kept layer
+    """Grey out the layers before the later-layer cut (first headline number)."""
+    edge = study.later_layer - 0.5  # between the last left-out and first kept layer
     ax.axvspan(-0.5, edge, color="#e3e3e3", zorder=0, lw=0)
     ax.text(
         edge / 2,
         0.02,
-        "early layers\n(not in headline)",
+        "before the\nlater layers",
         ha="center",
         va="bottom",
         size=7,
@@ -76,23 +84,3 @@ def boxes(ax, groups: list[tuple[str, np.ndarray]], colours: list[str], xlabel: 
             color="#555555",
             transform=ax.get_yaxis_transform(),
         )
-
-
-def train_eval_heatmap(ax, values: np.ndarray, names: list[str], label: str) -> None:
-    """A square train (rows) × eval (columns) heat map over the same datasets."""
-    style.heatmap(ax, values, names, names, label=label)
-    ax.set_xlabel("evaluated on")
-    ax.set_ylabel("trained on")
-
-
-def matrix(
-    rows: pd.DataFrame,
-    index: str,
-    columns: str,
-    values: str,
-    row_order: list[str],
-    column_order: list[str],
-) -> np.ndarray:
-    """Mean of `values` per (index, columns) cell, laid out in the given orders (NaN if none)."""
-    table = rows.pivot_table(index=index, columns=columns, values=values, aggfunc="mean")
-    return table.reindex(index=row_order, columns=column_order).to_numpy(dtype="float64")

@@ -1,123 +1,104 @@
-"""Figures about probes: accuracy by layer, recovered accuracy by algorithm / train dataset /
-layer, and the best-generalising probes (r0, r1a–c, r2)."""
+"""The original's figures about probes: r0 (ECDF of probes' recovered accuracy by layer),
+r1a–c (the best probe against other algorithms, train datasets, layers) and r2 (algorithms).
+Each draws the table `probegen.aggregate.tables` computes."""
 
 from __future__ import annotations
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from probegen.aggregate import style
-from probegen.aggregate.figures.common import boxes, layers_note, need, shade_early_layers
+from probegen.aggregate import style, tables
+from probegen.aggregate.figures.common import table_heatmap
 from probegen.aggregate.study import Study
-
-TOP_PROBES = 20
-NO_CROSS = (
-    "no cross-dataset recovered accuracy at the later layers: train on at least two datasets "
-    "that are also evaluated (train=… eval=…)"
-)
-
-
-def _lines_by_layer(ax, study: Study, rows, value: str) -> None:
-    palette = style.colours(study.algorithms)
-    for algorithm in study.algorithms:
-        own = rows[rows["probe"] == algorithm]
-        if own.empty:
-            continue
-        means = own.groupby("layer")[value].mean()
-        baseline = algorithm == "random"
-        ax.plot(
-            means.index, means.to_numpy(), marker="o", ms=3, lw=1.4, label=algorithm,
-            color=palette[algorithm], ls=":" if baseline else "-",
-        )  # fmt: skip
-    shade_early_layers(ax, study)
-    ax.set_xlabel(f"layer (decoder block, 0-based, of {study.depth})")
-    ax.legend(title="algorithm", loc="center left", bbox_to_anchor=(1.0, 0.5))
 
 
 def r0_acc_by_layer(study: Study) -> Figure:
-    rows = study.recovered[study.recovered["train_dataset"] == study.recovered["eval_dataset"]]
-    need(not rows.empty, "no probe was scored on its own train dataset (add it to eval=)")
-    fig, ax = style.new_figure()
-    _lines_by_layer(ax, study, rows, "accuracy")
-    style.percent_axis(ax, "y", (0.4, 1.02))
-    ax.set_ylabel("validation accuracy on own dataset (%)")
-    n = rows["train_dataset"].nunique()
-    ax.set_title(f"{study.model}: in-distribution accuracy by layer (mean over {n} datasets)")
+    probes = tables.r0_table(study)
+    layers = sorted(probes["layer"].unique())
+    cmap = matplotlib.colormaps["viridis"]
+    fig, ax = style.new_figure(7.5, 4.2)
+    for i, layer in enumerate(layers):
+        values = np.sort(probes.loc[probes["layer"] == layer, "recovered"].to_numpy())
+        share = np.arange(1, len(values) + 1) / len(values)
+        later = layer >= study.later_layer
+        ax.step(np.r_[values[0], values], np.r_[0, share], where="post", lw=1.3,
+                color=cmap(i / max(len(layers) - 1, 1)), ls="-" if later else ":",
+                label=f"{layer}")  # fmt: skip
+    ax.axvline(0.8, ls="--", c="#444444", lw=0.8)
+    style.percent_axis(ax, "x", None)
+    style.percent_axis(ax, "y", (0, 1.02))
+    ax.set_xlabel("probe's mean recovered accuracy (own train dataset included)")
+    ax.set_ylabel("share of probes at or below")
+    ax.legend(title=f"layer\n(dotted: < {study.later_layer})", loc="center left",
+              bbox_to_anchor=(1.0, 0.5), ncols=2 if len(layers) > 12 else 1)  # fmt: skip
+    ax.set_title(f"{study.model}: ECDF of each probe's mean recovered accuracy, one curve per "
+                 "layer")  # fmt: skip
+    return fig
+
+
+def _heatmap_figure(study: Study, table, mark, ylabel: str, title: str) -> Figure:
+    fig, ax = style.new_figure(0.5 * len(table.columns) + 3.2, 0.36 * len(table) + 2.0)
+    table_heatmap(ax, table, mark, label="recovered accuracy")
+    ax.set_xlabel("evaluated on")
+    ax.set_ylabel(ylabel)
+    ax.set_title(f"{study.model}: {title}")
     return fig
 
 
 def r1a_by_algorithms(study: Study) -> Figure:
-    means = study.probe_means()
-    need(not means.empty, NO_CROSS)
-    palette = style.colours(study.algorithms)
-    groups = [(a, means.loc[means["probe"] == a, "recovered"].to_numpy()) for a in study.algorithms]
-    groups = [(a, v) for a, v in groups if len(v)]
-    fig, ax = style.new_figure(7, 0.45 * len(groups) + 1.4)
-    boxes(ax, groups, [palette[a] for a, _ in groups], "recovered accuracy on other datasets (%)")
-    ax.set_title(
-        f"{study.model}: generalisation by algorithm\n"
-        f"one point per probe (train dataset × layer), {layers_note(study)}"
-    )
-    return fig
+    best = tables.best_probe(study)
+    return _heatmap_figure(
+        study, tables.r1a_table(study), best.probe, "algorithm",
+        f"probes trained on {best.train_dataset}, layer {best.layer}\n(the best probe's train "
+        "dataset and layer; its own column left out)",
+    )  # fmt: skip
 
 
 def r1b_by_train(study: Study) -> Figure:
-    means = study.probe_means()
-    need(not means.empty, NO_CROSS)
-    groups = [
-        (d, means.loc[means["train_dataset"] == d, "recovered"].to_numpy()) for d in study.datasets
-    ]
-    groups = [(d, v) for d, v in groups if len(v)]
-    fig, ax = style.new_figure(7, 0.32 * len(groups) + 1.4)
-    boxes(
-        ax, groups, [style.OKABE_ITO[0]] * len(groups), "recovered accuracy on other datasets (%)"
-    )
-    ax.set_title(
-        f"{study.model}: generalisation by train dataset\n"
-        f"one point per probe (algorithm × layer), {layers_note(study)}"
-    )
-    return fig
+    best = tables.best_probe(study)
+    table = tables.r1b_table(study)
+    tables.need(not table.empty, f"no train dataset has every cell for {best.probe} at layer "
+                f"{best.layer}")  # fmt: skip
+    return _heatmap_figure(
+        study, table, best.train_dataset, "trained on",
+        f"{best.probe} probes at layer {best.layer} by train dataset\n(the best probe's "
+        f"algorithm and layer;\ncolumn {best.train_dataset} left out)",
+    )  # fmt: skip
 
 
 def r1c_by_layer(study: Study) -> Figure:
-    rows = study.recovered
-    rows = rows[rows["train_dataset"] != rows["eval_dataset"]].dropna(subset=["recovered"])
-    need(not rows.empty, NO_CROSS.replace(" at the later layers", ""))
-    fig, ax = style.new_figure()
-    _lines_by_layer(ax, study, rows, "recovered")
-    style.percent_axis(ax, "y")
-    ax.axhline(0.8, ls="--", c="#444444", lw=0.8)
-    ax.set_ylabel("recovered accuracy on other datasets (%)")
-    ax.set_title(f"{study.model}: generalisation by layer\n(mean over train × other eval datasets)")
-    return fig
+    best = tables.best_probe(study)
+    return _heatmap_figure(
+        study, tables.r1c_table(study), best.layer, "layer",
+        f"{best.probe} probes trained on {best.train_dataset} by layer\n(the best probe's "
+        "algorithm and train dataset; its own column left out)",
+    )  # fmt: skip
 
 
 def r2_probes(study: Study) -> Figure:
-    ranking = study.ranking
-    need(len(ranking) > 0 and ranking["recovered_cross"].notna().any(), NO_CROSS)
-    top = ranking.head(TOP_PROBES).iloc[::-1]
-    palette = style.colours(study.algorithms)
-    fig, ax = style.new_figure(7, 0.26 * len(top) + 1.5)
-    y = np.arange(len(top))
-    ax.barh(y, top["recovered_cross"], color=[palette[p] for p in top["probe"]], height=0.7)
-    labels = [f"{p} · {t} · L{layer}" for p, t, layer in top[["probe", "train_dataset", "layer"]].
-              itertuples(index=False)]  # fmt: skip
-    ax.set_yticks(y, labels)
-    for i, (value, score) in enumerate(zip(top["recovered_cross"], top["score"], strict=True)):
-        ax.text(value + 0.01, i, f"{100 * value:.0f}%  (beats {100 * score:.0f}%)", va="center",
+    table = tables.r2_table(study)
+    colours = {True: style.OKABE_ITO[0], False: style.OKABE_ITO[1]}
+    fig, ax = style.new_figure(7.5, 4.0)
+    x = np.arange(len(table))
+    for xi, (_, row) in zip(x, table.iterrows(), strict=True):
+        ax.bar(xi, row["recovered"], 0.7, color=colours[bool(row["supervised"])],
+               hatch="///" if row["grouped"] else None, edgecolor="white")  # fmt: skip
+        ax.text(xi, row["recovered"] + 0.01, f"{100 * row['recovered']:.0f}%", ha="center",
                 size=7)  # fmt: skip
-    handles = [Patch(color=palette[a], label=a) for a in study.algorithms if a in set(top["probe"])]
-    baseline = study.baseline_cross()
-    if baseline is not None:
-        ax.axvline(baseline, ls=":", c="#555555", lw=1.5)
-        handles.append(Line2D([], [], ls=":", c="#555555", lw=1.5, label="random direction"))
-    style.percent_axis(ax, "x", (0, 1.18))
-    ax.set_xlabel("mean recovered accuracy on other datasets (%)")
-    ax.legend(handles=handles, title="algorithm", loc="center left", bbox_to_anchor=(1.0, 0.5))
-    ax.set_title(
-        f"{study.model}: the {len(top)} best-generalising probes of {len(ranking)}\n"
-        f"(pair-wise ranking, {layers_note(study)})"
-    )
+    handles = [Patch(color=colours[True], label="supervised"),
+               Patch(color=colours[False], label="unsupervised"),
+               Patch(facecolor="#cccccc", hatch="///", edgecolor="white", label="grouped"),
+               Patch(facecolor="#cccccc", label="ungrouped")]  # fmt: skip
+    baseline = study.baseline()
+    if baseline is not None:  # our reference line, not in the original
+        ax.axhline(baseline["mean_recovered"], ls=":", c="#555555", lw=1.3)
+        handles.append(matplotlib.lines.Line2D([], [], ls=":", c="#555555",
+                                               label="random direction (baseline)"))  # fmt: skip
+    ax.set_xticks(x, table.index)
+    style.percent_axis(ax, "y", (0, 1.08))
+    ax.set_ylabel("mean recovered accuracy\n(all layers, own train dataset included)")
+    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax.set_title(f"{study.model}: recovered accuracy by algorithm")
     return fig

@@ -1,142 +1,115 @@
-"""Checks against the papers the probes come from (v1–v4): do our numbers look like theirs?
-
-v1: accuracy on ARC-Easy by layer (RepE, Zou et al. 2023, reports LAT on ARC-Easy);
-v2: train × eval accuracy among the Geometry-of-Truth datasets (Marks & Tegmark 2023);
-v3: in-distribution accuracy on the RepE datasets; v4: LDA against DIM in and out of
-distribution (the study found LDA fits its own dataset and generalises worse).
-"""
+"""The original's checks against the papers the probes come from (v1–v4): arc_easy by layer
+(does a probe reach 80%?), the Geometry-of-Truth datasets by layer, LAT on the RepE datasets
+beside the RepE paper's Llama-2-13B-chat numbers, and LDA against DIM. Each draws the table
+`probegen.aggregate.tables` computes."""
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
-from matplotlib.figure import Figure
+import itertools
 
-from probegen import datasets
-from probegen.aggregate import style
-from probegen.aggregate.figures.common import (
-    layers_note,
-    matrix,
-    need,
-    shade_early_layers,
-    train_eval_heatmap,
-)
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from probegen.aggregate import style, tables
 from probegen.aggregate.study import Study
 
-ARC_EASY = "arc_easy"
+REPE_COLOURS = {"race": "red", "open_book_qa": "blue", "arc_easy": "green",
+                "arc_challenge": "orange"}  # the original's  # fmt: skip
 
 
-def _own(study: Study) -> pd.DataFrame:
-    rows = study.recovered
-    return rows[rows["train_dataset"] == rows["eval_dataset"]]
-
-
-def _best_layer_rows(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:
-    """Per `by` group, the rows of the layer with the best mean train-hparams accuracy."""
-    means = rows.groupby([*by, "layer"], as_index=False)["accuracy_hparams"].mean()
-    means = means.sort_values("accuracy_hparams", ascending=False, kind="stable")
-    best = means.drop_duplicates(by)[[*by, "layer"]]
-    return rows.merge(best, on=[*by, "layer"])
+def _layer_axis(ax, study: Study) -> None:
+    ax.set_xlabel(f"layer (decoder block, 0-based, of {study.depth})")
+    style.percent_axis(ax, "y", (0, 1.02))
 
 
 def v1_arc_easy(study: Study) -> Figure:
-    rows = _own(study)
-    rows = rows[rows["eval_dataset"] == ARC_EASY]
-    need(not rows.empty, f"{ARC_EASY} was not both trained on and evaluated (train=… eval=…)")
+    table = tables.v1_table(study)
     palette = style.colours(study.algorithms)
     fig, ax = style.new_figure()
-    for algorithm in study.algorithms:
-        own = rows[rows["probe"] == algorithm].sort_values("layer")
-        if not own.empty:
-            ax.plot(own["layer"], own["accuracy"], marker="o", ms=3, label=algorithm,
-                    color=palette[algorithm], ls=":" if algorithm == "random" else "-")  # fmt: skip
-    shade_early_layers(ax, study)
-    style.percent_axis(ax, "y")
-    ax.set_xlabel(f"layer (decoder block, 0-based, of {study.depth})")
-    ax.set_ylabel("ARC-Easy validation accuracy (%)")
-    ax.legend(title="algorithm", loc="center left", bbox_to_anchor=(1.0, 0.5))
-    ax.set_title(f"{study.model}: probes trained and scored on ARC-Easy, by layer (RepE's check)")
+    for algorithm in [a for a in study.original if a in set(table["probe"])]:
+        rows = table[table["probe"] == algorithm]
+        line = "-" if rows["supervised"].iloc[0] else "--"
+        ax.plot(rows["layer"], rows["accuracy"], marker="o", ms=3, label=algorithm,
+                color=palette[algorithm], ls=line)  # fmt: skip
+    ax.axhline(0.8, ls=":", c="#444444", lw=1)
+    ax.text(ax.get_xlim()[0], 0.805, " 80%", size=7, va="bottom")
+    _layer_axis(ax, study)
+    ax.set_ylabel("arc_easy validation accuracy\n(trained on arc_easy)")
+    ax.legend(title="algorithm\n(dashed: unsupervised)", loc="center left",
+              bbox_to_anchor=(1.0, 0.5))  # fmt: skip
+    ax.set_title(f"{study.model}: in-distribution accuracy on arc_easy by layer")
     return fig
 
 
 def v2_got(study: Study) -> Figure:
-    names = [d for d in datasets.collections()["got"] if d in study.datasets]
-    own = study.recovered[study.recovered["train_dataset"].isin(names)]
-    own = own[own["eval_dataset"].isin(names)]
-    need(len(names) >= 2, "needs at least two Geometry-of-Truth datasets trained and evaluated")
-    algorithms = [a for a in ("dim", "lr", "lda") if a in set(own["probe"])][:2]
-    need(bool(algorithms), "needs dim (mass-mean), lr or lda probes on the GoT datasets")
-    size = 0.45 * len(names) + 2.4
-    fig, axes = style.new_figure(size * len(algorithms) + 1.5, size, ncols=len(algorithms))
-    for ax, algorithm in zip(np.atleast_1d(axes), algorithms, strict=True):
-        rows = own[own["probe"] == algorithm]
-        # the layer with the best mean train-hparams accuracy over the GoT pairs
-        by_layer = rows.groupby("layer")["accuracy_hparams"].mean()
-        layer = int(by_layer.sort_values(ascending=False, kind="stable").index[0])
-        rows = rows[rows["layer"] == layer]
-        values = matrix(rows, "train_dataset", "eval_dataset", "accuracy", names, names)
-        train_eval_heatmap(ax, values, names, "validation accuracy")
-        ax.set_title(f"{algorithm}, layer {layer}")
-    fig.suptitle(
-        f"{study.model}: validation accuracy among the Geometry-of-Truth datasets\n"
-        f"(Marks & Tegmark's check; layer chosen on train-hparams)"
-    )
+    table = tables.v2_table(study)
+    algorithms = tables.GOT_CHECK_ALGORITHMS
+    trains = [t for t in tables.GOT_CHECK if t in set(table["train_dataset"])]
+    missing = [t for t in tables.GOT_CHECK if t not in trains]
+    fig, axes = style.new_figure(7.5, 2.0 * len(trains) + 1.0, nrows=len(trains),
+                                 ncols=len(algorithms), sharex=True, sharey=True,
+                                 squeeze=False)  # fmt: skip
+    for (i, train), (j, algorithm) in itertools.product(enumerate(trains), enumerate(algorithms)):
+        ax = axes[i, j]
+        rows = table[(table["train_dataset"] == train) & (table["probe"] == algorithm)]
+        if rows.empty:
+            ax.text(0.5, 0.5, "not in this sweep", transform=ax.transAxes, ha="center",
+                    color="#777777", size=8)  # fmt: skip
+        else:
+            ax.plot(rows["layer"], rows["accuracy"], marker="o", ms=3, color=style.OKABE_ITO[0])
+        _layer_axis(ax, study)
+        ax.set_title(f"{algorithm} · {train}", size=8)
+        if i < len(trains) - 1:
+            ax.set_xlabel("")
+    fig.supylabel("validation accuracy (trained and scored on it)", size=8)
+    note = f"\n(not in this sweep: {', '.join(missing)})" if missing else ""
+    fig.suptitle(f"{study.model}: in-distribution accuracy on the Geometry-of-Truth datasets{note}")
     return fig
 
 
 def v3_repe(study: Study) -> Figure:
-    names = [d for d in datasets.collections()["repe"] if d in study.datasets]
-    rows = _own(study)
-    rows = rows[rows["eval_dataset"].isin(names)]
-    need(not rows.empty, "no RepE dataset (repe collection) was both trained on and evaluated")
-    rows = _best_layer_rows(rows, ["probe", "eval_dataset"])
-    algorithms = [a for a in study.algorithms if a in set(rows["probe"])]
-    palette = style.colours(study.algorithms)
-    names = [d for d in names if d in set(rows["eval_dataset"])]
-    fig, ax = style.new_figure(max(7.0, 1.3 * len(names) + 2.5), 4.2)
-    width = 0.8 / len(algorithms)
-    for i, algorithm in enumerate(algorithms):
-        values = rows[rows["probe"] == algorithm].set_index("eval_dataset")["accuracy"]
-        x = np.arange(len(names)) + (i - (len(algorithms) - 1) / 2) * width
-        values = values.reindex(names)
-        ax.bar(x, values, width, label=algorithm, color=palette[algorithm])
-        for xi, value in zip(x, values, strict=True):
-            if np.isfinite(value):
-                ax.text(xi, value + 0.01, f"{100 * value:.0f}", ha="center", size=6.5)
-    ax.set_xticks(range(len(names)), names)
-    style.percent_axis(ax, "y", (0, 1.08))
-    ax.set_ylabel("validation accuracy on own dataset (%)")
-    ax.legend(title="algorithm", loc="center left", bbox_to_anchor=(1.0, 0.5))
-    ax.set_title(
-        f"{study.model}: in-distribution accuracy on the RepE datasets\n"
-        f"(each bar at its layer chosen on train-hparams)"
-    )
+    table = tables.v3_table(study)
+    fig, ax = style.new_figure()
+    handles = []
+    for name, reference in tables.REPE_LAT.items():
+        colour = REPE_COLOURS[name]
+        rows = table[table["dataset"] == name]
+        if not rows.empty:
+            ax.plot(rows["layer"], rows["accuracy"], marker="o", ms=3, color=colour)
+        ax.axhline(reference, ls=":", c=colour, lw=1.2)
+        handles.append(Line2D([], [], color=colour, marker="o", ms=3, label=name
+                              + ("" if not rows.empty else " (not in sweep)")))  # fmt: skip
+    handles.append(Line2D([], [], ls=":", c="#555555", label="dotted: Llama-2-13B-chat LAT\n"
+                          "(RepE paper)"))  # fmt: skip
+    _layer_axis(ax, study)
+    ax.set_ylabel("LAT validation accuracy\n(trained on the same dataset)")
+    ax.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    ax.set_title(f"{study.model}: LAT in-distribution accuracy on the RepE datasets by layer")
     return fig
 
 
 def v4_lda(study: Study) -> Figure:
-    present = set(study.later["probe"])
-    need({"lda", "dim"} <= present, "needs both lda and dim probes at the later layers")
-    algorithms = [a for a in study.algorithms if a in {"dim", "lda", "lr"} & present]
-    later = study.later.dropna(subset=["recovered"])
-    own = later["train_dataset"] == later["eval_dataset"]
-    values = {
-        "own dataset": later[own].groupby("probe")["recovered"].mean(),
-        "other datasets": later[~own].groupby("probe")["recovered"].mean(),
-    }
-    need(values["other datasets"].reindex(algorithms).notna().any(), "no cross-dataset scores")
-    palette = style.colours(study.algorithms)
-    fig, ax = style.new_figure(6, 3.8)
-    for j, algorithm in enumerate(algorithms):
-        for i, series in enumerate(values.values()):
-            value = series.get(algorithm, np.nan)
-            x = i + (j - (len(algorithms) - 1) / 2) * 0.25
-            ax.bar(x, value, 0.25, color=palette[algorithm], label=algorithm if i == 0 else None)
-            if np.isfinite(value):
-                ax.text(x, value + 0.01, f"{100 * value:.0f}", ha="center", size=7)
-    ax.set_xticks(range(len(values)), [f"scored on {k}" for k in values])
-    style.percent_axis(ax, "y", (0, 1.1))
-    ax.set_ylabel("mean recovered accuracy (%)")
-    ax.legend(title="algorithm", loc="center left", bbox_to_anchor=(1.0, 0.5))
-    ax.set_title(f"{study.model}: does LDA overfit its train dataset? ({layers_note(study)})")
+    table = tables.v4_table(study)
+    layer = tables.best_probe(study).layer
+    panels = [f"trained on {tables.LDA_CHECK_TRAIN}", "trained on the eval dataset"]
+    palette = {"dim": style.OKABE_ITO[0], "lda": style.OKABE_ITO[1]}
+    names = [d for d in study.datasets if d in set(table["eval_dataset"])]
+    fig, axes = style.new_figure(max(6.0, 0.45 * len(names) + 3.0), 6.0, nrows=2, sharex=True)
+    for ax, panel in zip(axes, panels, strict=True):
+        rows = table[table["panel"] == panel]
+        for k, algorithm in enumerate(("dim", "lda")):
+            values = rows[rows["probe"] == algorithm].set_index("eval_dataset")["accuracy"]
+            x = np.arange(len(names)) + (k - 0.5) * 0.38
+            ax.bar(x, values.reindex(names), 0.38, color=palette[algorithm], label=algorithm)
+        if rows.empty:
+            ax.text(0.5, 0.5, f"no dim / lda probe {panel} at layer {layer} in this sweep",
+                    transform=ax.transAxes, ha="center", color="#777777", size=8)  # fmt: skip
+        style.percent_axis(ax, "y", (0, 1.05))
+        ax.set_ylabel("validation accuracy")
+        ax.set_title(panel, size=9)
+    axes[-1].set_xticks(range(len(names)), names, rotation=45, ha="right", rotation_mode="anchor")
+    axes[-1].set_xlabel("evaluated on")
+    axes[0].legend(title="algorithm", loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.suptitle(f"{study.model}: DIM and LDA at layer {layer} (the best probe's layer)")
     return fig
