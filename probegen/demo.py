@@ -85,7 +85,7 @@ def run_demo(plan: DemoPlan) -> Path:
         # a failed job leaves the others' results: aggregate what there is, but say so
         print(f"  some probe jobs failed (exit {done.returncode}); see {plan.sweep_dir}")
     _say("3/3 aggregate: recovered accuracy, figures, report", started)
-    page = aggregate(read_local([plan.sweep_dir]), plan.out_dir)
+    page = aggregate(read_local([plan.sweep_dir]), plan.out_dir, cache_dir=plan.cache_dir)
     _say(f"done in {time.perf_counter() - started:.0f}s", started)
     print(f"report: {page}\nsummary: {plan.out_dir / 'summary.md'}")
     print(f"re-aggregate: python scripts/aggregate.py sweep_dir={plan.sweep_dir}")

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from probegen import datasets, launcher
 from probegen.hydra_callbacks import write_status
 from probegen.models import ModelSpec
+from probegen.results import unconverged_fits
 from probegen.sweep import CacheSource, JobSpec, run_job, write_outputs
 from probegen.tracking import WandbSettings, run_name, sweep_group, tracked_run
 
@@ -74,7 +75,9 @@ def run_probe_job(
         results_path, _ = write_outputs(output, out_dir, spec)
         tracker.log_results(output.results, out_dir / "heatmap.png", title=f"{spec.model} {name}")
     counts = output.results["status"].value_counts().to_dict()
-    print(f"{spec.model} {spec.probe}: {counts} -> {results_path}")
+    # ok rows of a fit that stopped before converging are still ok: counted apart
+    unconverged = unconverged_fits(output.results)
+    print(f"{spec.model} {spec.probe}: {counts}, {unconverged} unconverged fits -> {results_path}")
     return results_path
 
 

@@ -30,14 +30,9 @@ from probegen import blas, cache
 from probegen.cache import Activations, rows_of
 from probegen.evaluation import EvalSet, train_signs
 from probegen.probes import BaseProbe, FitFailed, NeedsGroups, OneClass, make_probe
+from probegen.results import EVAL_SPLITS, NOT_CONVERGED, RESULT_COLUMNS
 
 log = logging.getLogger(__name__)
-
-RESULT_COLUMNS = [
-    "model", "probe", "train_dataset", "layer", "eval_dataset", "eval_split",
-    "accuracy", "n", "auroc", "is_flipped", "status", "reason", "fit_seconds",
-]  # fmt: skip
-EVAL_SPLITS = ("validation", "train-hparams")
 
 
 class ActivationSource(Protocol):
@@ -215,12 +210,30 @@ def new_probe(spec: JobSpec) -> BaseProbe:
 
 
 class Fit(NamedTuple):
-    """One fitted probe: its direction and intercept, its train-split sign, its fit time."""
+    """One fitted probe: its direction and intercept, its train-split sign, its fit time,
+    and the `reason` its ok rows carry ("" for a clean fit; see `convergence_note`)."""
 
     coef: np.ndarray
     intercept: float
     sign: float
     seconds: float
+    note: str = ""
+
+
+def convergence_note(probe: BaseProbe) -> str:
+    """Empty for a probe that converged or does not say; for one whose iterative solver stopped
+    before its stopping rule was met (`converged_` False) the reason its ok rows carry:
+    "not converged after <n_iter_> iterations (<convergence_detail_>)", each part as far as
+    the probe exposes it. Its direction is still scored: it is the solver's last iterate,
+    usually close to the optimum, and the rows say how far it got."""
+    if getattr(probe, "converged_", True):
+        return ""
+    note = NOT_CONVERGED
+    n_iter = getattr(probe, "n_iter_", None)
+    if n_iter is not None:
+        note += f" after {n_iter} iterations"
+    detail = getattr(probe, "convergence_detail_", "")
+    return f"{note} ({detail})" if detail else note
 
 
 Fitted = dict[str, Fit]  # train dataset -> its fit
@@ -256,7 +269,7 @@ def fit_layer(
             for job, fits in zip(jobs, fitted, strict=True):
                 start = time.perf_counter()
                 try:
-                    coef, intercept, sign = fit_one(job, train, name, X)
+                    coef, intercept, sign, note = fit_one(job, train, name, X)
                 except (NeedsGroups, OneClass) as err:
                     record_all(job, name, layer, "skipped", str(err))
                     continue
@@ -264,15 +277,18 @@ def fit_layer(
                     log.warning("%s on %s layer %d failed: %s", job.spec.probe, name, layer, err)
                     record_all(job, name, layer, "failed", f"{type(err).__name__}: {err}")
                     continue
-                fits[name] = Fit(coef, intercept, sign, time.perf_counter() - start)
+                fits[name] = Fit(coef, intercept, sign, time.perf_counter() - start, note)
+                if note:
+                    log.warning("%s on %s layer %d: %s", job.spec.probe, name, layer, note)
     return fitted
 
 
 def fit_one(
     job: _JobState, train: Activations, name: str, X: torch.Tensor
-) -> tuple[np.ndarray, float, float]:
+) -> tuple[np.ndarray, float, float, str]:
     """Fit the job's probe on one train dataset's train split: (coef, intercept, train
-    sign). `X`: train.X as a tensor on the fit device."""
+    sign, the reason its ok rows carry: `convergence_note`). `X`: train.X as a tensor on
+    the fit device."""
     if len(train.labels) == 0:
         raise OneClass(f"dataset {name!r} has no train rows")
     probe = job.warm.get(name)
@@ -287,7 +303,7 @@ def fit_one(
     sign = 1.0
     if job.spec.sign == "train":
         sign = float(train_signs(train.X @ coef, train.labels, train.groups)[0])
-    return coef, float(probe.intercept_), sign
+    return coef, float(probe.intercept_), sign, convergence_note(probe)
 
 
 class EvalRows:
@@ -407,7 +423,7 @@ def add_rows(part: _Part, layer: int, eval_name: str, split: str, result, take: 
                 "auroc": None if math.isnan(auroc) else auroc,
                 "is_flipped": flipped,
                 "status": "ok",
-                "reason": "",
+                "reason": fits[name].note,
                 "fit_seconds": fits[name].seconds,
             }
         )

@@ -18,6 +18,8 @@ from typing import Any
 
 import pandas as pd
 
+from probegen.results import unconverged_fits
+
 log = logging.getLogger(__name__)
 
 MODES = ("offline", "online", "disabled")
@@ -168,11 +170,15 @@ def _validation_ok(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def summarize(results: pd.DataFrame) -> dict[str, Any]:
-    """Run-level numbers: row counts by status, and mean/best validation accuracy (ok rows)."""
+    """Run-level numbers: row counts by status, fits that stopped before converging
+    (`unconverged_fits`: their rows are ok, their reason says so), and mean/best validation
+    accuracy (ok rows)."""
     counts = results["status"].value_counts()
     summary: dict[str, Any] = {
         f"rows/{s}": int(counts.get(s, 0)) for s in ("ok", "skipped", "failed")
     }
+    if summary["rows/ok"]:  # only a fit with ok rows can be an unconverged one
+        summary["unconverged_fits"] = unconverged_fits(results)
     val = _validation_ok(results)
     in_dist = val[val["train_dataset"] == val["eval_dataset"]]
     cross = val[val["train_dataset"] != val["eval_dataset"]]

@@ -23,6 +23,8 @@ between the processes sharing them) of the benchmark and its workers, sampled ev
   python scripts/bench_probe.py --workers 2              # the full grid on two workers
   python scripts/bench_probe.py --workers 2 --alone      # ... each job on its own pass
   python scripts/bench_probe.py --layers 2 --probes lr,dim   # a quick look
+  python scripts/bench_probe.py --probes lr,lr-g             # LR's grid (unconv: fits that
+                                                             # did not converge)
   python scripts/bench_probe.py --device cuda            # probes fitted on the GPU
 
 `--device` is the probe job's `device=`: where the probes are fitted (each train set is
@@ -43,6 +45,7 @@ from threadpoolctl import threadpool_limits
 
 from probegen.cache import Activations, project_rows, rows_of
 from probegen.launcher import plan_batches, probe_weight
+from probegen.results import unconverged_fits
 from probegen.sweep import JobSpec, run_jobs
 
 STUDY_PROBES = ["dim", "lda", "lr", "lr-g", "ccs", "pca", "pca-g", "lat"]
@@ -172,7 +175,8 @@ def _limit_threads(threads: int) -> None:
 
 def run_batch(probes: list[str]) -> list[tuple]:
     """Jobs of the grid in one shared pass, as a worker of the local launcher runs them: per
-    probe (probe, batch seconds, fit seconds, fits, ok rows, mean validation accuracy)."""
+    probe (probe, batch seconds, fit seconds, fits, fits that did not converge, ok rows,
+    mean validation accuracy)."""
     start = time.perf_counter()
     train, evals = _NAMES
     specs = [JobSpec("bench", p, train=train, eval=evals, device=_DEVICE) for p in probes]
@@ -184,7 +188,8 @@ def run_batch(probes: list[str]) -> list[tuple]:
         fits = out.drop_duplicates(["train_dataset", "layer"])
         ok = out[(out.status == "ok") & (out.eval_split == "validation")]
         summary.append((probe, seconds, fits["fit_seconds"].sum(), len(fits),
-                        (out["status"] == "ok").sum(), ok["accuracy"].mean()))  # fmt: skip
+                        unconverged_fits(out), (out["status"] == "ok").sum(),
+                        ok["accuracy"].mean()))  # fmt: skip
     return summary
 
 
@@ -237,11 +242,13 @@ def main() -> None:
         wall = time.perf_counter() - total
     peak_gb = memory.peak / 2**30
     print(
-        f"\n{'probe':8} {'batch s':>8} {'fit s':>7} {'fits':>5} {'ok rows':>8} {'mean val acc':>12}"
+        f"\n{'probe':8} {'batch s':>8} {'fit s':>7} {'fits':>5} {'unconv':>6} {'ok rows':>8} "
+        f"{'mean val acc':>12}"
     )
     for batch in per_batch:
-        for probe, batch_s, fit_s, n_fits, ok, acc in batch:
-            print(f"{probe:8} {batch_s:8.1f} {fit_s:7.1f} {n_fits:5d} {ok:8d} {acc:12.3f}")
+        for probe, batch_s, fit_s, n_fits, unconverged, ok, acc in batch:
+            print(f"{probe:8} {batch_s:8.1f} {fit_s:7.1f} {n_fits:5d} {unconverged:6d} {ok:8d} "
+                  f"{acc:12.3f}")  # fmt: skip
     print(
         f"\ngrid wall time {wall:.1f}s (target < 180s: {'PASS' if wall < 180 else 'FAIL'}); "
         f"peak memory {peak_gb:.2f} GB (target < 4 GB: {'PASS' if peak_gb < 4 else 'FAIL'})"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from probegen.sweep import RESULT_COLUMNS
+from probegen.results import RESULT_COLUMNS
 
 STUDY = ["imdb", "boolq", "arc_easy", "open_book_qa", "got_cities", "got_sp_en_trans",
          "got_larger_than"]  # fmt: skip

@@ -21,7 +21,7 @@ from probegen.aggregate.metrics import (
     threshold_probes,
     thresholds,
 )
-from probegen.sweep import RESULT_COLUMNS
+from probegen.results import RESULT_COLUMNS
 
 # probe train layer eval split status accuracy   ("hp" = train-hparams, "-" = no accuracy)
 ROWS = """

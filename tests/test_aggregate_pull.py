@@ -26,7 +26,7 @@ from probegen.aggregate.pull import (
     read_local,
     read_wandb,
 )
-from probegen.sweep import RESULT_COLUMNS
+from probegen.results import RESULT_COLUMNS
 
 
 def job_results(probe: str, accuracy: float, model: str = "m") -> pd.DataFrame:

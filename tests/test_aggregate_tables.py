@@ -19,7 +19,7 @@ import pytest
 from probegen.aggregate import tables
 from probegen.aggregate.metrics import later_layer
 from probegen.aggregate.study import Probe, Study
-from probegen.sweep import RESULT_COLUMNS
+from probegen.results import RESULT_COLUMNS
 
 B, A, G, T = "boolq", "arc_easy", "got_cities", "truthful_qa"
 EVALS = [B, A, G, T]

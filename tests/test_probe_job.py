@@ -19,7 +19,8 @@ from probegen.cache import Activations, rows_of
 from probegen.datasets import Limits, SourceReader
 from probegen.extract import ExtractOptions, extract
 from probegen.models import ModelSpec
-from probegen.sweep import RESULT_COLUMNS, JobSpec, run_job, run_jobs
+from probegen.results import RESULT_COLUMNS
+from probegen.sweep import JobSpec, run_job, run_jobs
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = ["synthetic_capitals", "synthetic_animals", "got_larger_than"]
@@ -384,13 +385,13 @@ def test_local_launcher_shares_a_pass_between_probe_jobs(tiny_cache, tmp_path):
     common = ["train=[synthetic_capitals,got_larger_than]", "eval.datasets=[synthetic_animals]",
               "wandb.mode=offline"]  # fmt: skip
     run = probe(tmp_path, tiny_cache, "-m", "hydra/launcher=local", "hydra.launcher.n_jobs=1",
-                "probe=lr,dim,ccs", *common)  # fmt: skip
+                "probe=lr,dim,ccs-sub", *common)  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert "3 of 3 jobs ok" in run.stdout
     log = run.stdout + run.stderr
-    assert "shared pass of 3 jobs: lr,dim,ccs on tiny" in log
+    assert "shared pass of 3 jobs: lr,dim,ccs-sub on tiny" in log
     assert log.count("results from the shared pass") == 3
-    for job, name in enumerate(["lr", "dim", "ccs"]):
+    for job, name in enumerate(["lr", "dim", "ccs-sub"]):
         folder = tmp_path / "sweep" / str(job)
         shared = pd.read_parquet(folder / "results.parquet")
         assert list((folder / "wandb").glob("offline-run-*/run-*.wandb"))
@@ -401,6 +402,7 @@ def test_local_launcher_shares_a_pass_between_probe_jobs(tiny_cache, tmp_path):
         assert len(shared) == len(expected) == 8 and set(shared["probe"]) == {name}
         cols = ["train_dataset", "layer", "eval_split", "n", "is_flipped", "status"]
         pd.testing.assert_frame_equal(shared[cols], expected[cols])
+        assert (shared["status"] == "ok").all()  # scored, so the accuracies below compare
         np.testing.assert_allclose(shared["accuracy"], expected["accuracy"], atol=1e-6)
 
 
@@ -462,3 +464,20 @@ def test_saved_intercepts_are_the_probes_own():
     np.testing.assert_array_equal(output.directions["pairs/layer.0"], probe.coef_)
     assert output.intercepts == {"pairs/layer.0": probe.intercept_}
     assert probe.intercept_ != 0  # DIM's threshold sits between the class means
+
+
+def test_job_summary_line_counts_unconverged_fits(tiny_cache, tmp_path, capsys):
+    from probegen.probe import run_probe_job
+    from probegen.tracking import WandbSettings
+
+    train = ["synthetic_capitals", "got_larger_than"]
+    spec = JobSpec("tiny", "lr", train, ["synthetic_capitals"], [3], {"max_iter": 1})
+    disabled = WandbSettings(mode="disabled")
+    path = run_probe_job(spec, tiny_cache, tmp_path, disabled, {}, None, "unconverged")
+    printed = capsys.readouterr().out
+    assert "tiny lr: {'ok': 4}, 2 unconverged fits -> " in printed
+    results = pd.read_parquet(path)
+    assert results["reason"].str.startswith("not converged after 1 iterations (").all()
+    spec.probe_params = {}
+    run_probe_job(spec, tiny_cache, tmp_path, disabled, {}, None, "converged")
+    assert "tiny lr: {'ok': 4}, 0 unconverged fits -> " in capsys.readouterr().out

@@ -628,7 +628,11 @@ def test_lr_turns_to_the_low_rank_step_only_when_it_has_not_converged(monkeypatc
     assert easy.n_iter_ < 20 and calls == []
     X, y = ill_conditioned()
     hard = make_probe("lr").fit(X, y)
-    assert hard.n_iter_ > 20 and calls == ["build", "restart"]  # on from where phase 1 was
+    # Phase 2 builds the preconditioner where phase 1 stopped and goes on from there; it is
+    # rebuilt at the point reached every `refresh_every` iterations until it converges.
+    assert hard.n_iter_ > 20 and hard.converged_ and calls[:2] == ["build", "restart"]
+    assert calls == ["build", "restart"] * (len(calls) // 2)
+    assert len(calls) // 2 == 1 + (hard.n_iter_ - 20 - 1) // 40
     calls.clear()
     make_probe("lr", precondition_rank=0).fit(X, y)
     assert calls == []

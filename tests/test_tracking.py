@@ -178,6 +178,19 @@ def test_summary_of_a_table_with_no_ok_rows_has_only_counts():
     assert summary == {"rows/ok": 0, "rows/skipped": 1, "rows/failed": 1}
 
 
+def test_summary_counts_fits_that_did_not_converge(tmp_path, no_network):
+    results = synthetic_results(2)
+    assert summarize(results)["unconverged_fits"] == 0
+    # one fit (train dataset x layer): all its ok rows carry the reason
+    fit = (results["train_dataset"] == "ds01") & (results["layer"] == 3)
+    results.loc[fit, "reason"] = "not converged after 200 iterations (max|grad| 3e-04 ...)"
+    summary = summarize(results)
+    assert summary["unconverged_fits"] == 1 and summary["rows/ok"] == len(results) - 2
+    with tracked_run(offline(tmp_path), config={}, group="g", name="n") as t:
+        t.log_results(results)
+        assert dict(t.run.summary)["unconverged_fits"] == 1
+
+
 def test_heatmap_of_18_datasets_is_a_readable_png(tmp_path):
     path = draw_heatmap(synthetic_results(18, layers=(1, 9, 17)), tmp_path / "h.png", "tiny / lr")
     assert path == tmp_path / "h.png"

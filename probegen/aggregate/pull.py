@@ -33,7 +33,7 @@ from typing import Any
 
 import pandas as pd
 
-from probegen.sweep import RESULT_COLUMNS
+from probegen.results import RESULT_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ _TEXT = ["model", "probe", "train_dataset", "eval_dataset", "eval_split", "statu
 
 
 class ResultsError(ValueError):
-    """A results file or W&B run whose table does not follow probegen.sweep.RESULT_COLUMNS."""
+    """A results file or W&B run whose table does not follow probegen.results.RESULT_COLUMNS."""
 
 
 @dataclass
@@ -130,7 +130,7 @@ def conform(frame: pd.DataFrame, where: str) -> pd.DataFrame:
     if missing:
         raise ResultsError(
             f"{where}: missing columns {missing}; a results table needs {RESULT_COLUMNS} "
-            "(probegen.sweep.RESULT_COLUMNS)"
+            "(probegen.results.RESULT_COLUMNS)"
         )
     frame = frame[RESULT_COLUMNS].copy()
     try:
