@@ -25,6 +25,7 @@ from probegen.aggregate.run import aggregate
 from probegen.datasets import Limits, SourceReader
 from probegen.extract import ExtractOptions, extract
 from probegen.models import ModelSpec
+from probegen.tracking import WandbSettings, log_aggregation, sweep_group
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,10 @@ def run_demo(plan: DemoPlan) -> Path:
         print(f"  some probe jobs failed (exit {done.returncode}); see {plan.sweep_dir}")
     _say("3/3 aggregate: recovered accuracy, figures, report", started)
     page = aggregate(read_local([plan.sweep_dir]), plan.out_dir, cache_dir=plan.cache_dir)
+    if plan.wandb_mode != "disabled":  # the study's figures beside the sweep's runs
+        settings = WandbSettings(mode=plan.wandb_mode, dir=str(plan.out_dir))
+        log_aggregation(settings, [sweep_group(str(plan.sweep_dir))], plan.out_dir,
+                        {"demo": True, "sweep_dir": str(plan.sweep_dir)})  # fmt: skip
     _say(f"done in {time.perf_counter() - started:.0f}s", started)
     print(f"report: {page}\nsummary: {plan.out_dir / 'summary.md'}")
     print(f"re-aggregate: python scripts/aggregate.py sweep_dir={plan.sweep_dir}")

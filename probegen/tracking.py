@@ -1,13 +1,16 @@
-"""Weights & Biases tracking for the probe stage: one W&B run per Hydra job (DESIGN §2, §7).
+"""Weights & Biases tracking: one W&B run per probe job (DESIGN §2, §7), and one per
+aggregation, in the sweep's group (job type `aggregate`, DESIGN §8).
 
 `tracked_run` opens a run, yields a `Tracker` that logs the results table (summary metrics,
-the whole table, a train x eval heatmap) and always finishes the run, also when the job
+the whole table, a train x eval heatmap) or the aggregation's report (headline numbers as
+the summary, every figure, the report page) and always finishes the run, also when the job
 fails. `wandb.mode=offline` (default) needs no account and no network; `disabled` makes
 every W&B call a no-op; `online` uses the user's `wandb login`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Iterator, Sequence
@@ -80,6 +83,55 @@ class Tracker:
             self.run.log(logged)
         finally:
             wandb.Table.MAX_ROWS = default_max
+
+    def log_report(self, out_dir: Path, summary: dict) -> None:
+        """An aggregation into the run: summary.json's headline numbers as the run summary
+        (`flat_summary`), every PNG under `out_dir` as an image, report.html as HTML."""
+        import wandb
+
+        self.run.summary.update(flat_summary(summary))
+        logged: dict[str, Any] = {}
+        for png in sorted(Path(out_dir).rglob("*.png")):
+            if "wandb" in png.relative_to(out_dir).parts:
+                continue
+            key = png.relative_to(out_dir).with_suffix("").as_posix()
+            logged[f"figures/{key}"] = wandb.Image(str(png))
+        page = Path(out_dir) / "report.html"
+        if page.exists():
+            logged["report"] = wandb.Html(page.read_text())
+        self.run.log(logged)
+
+
+def log_aggregation(
+    settings: WandbSettings, groups: list[str], out_dir: Path, config: dict
+) -> None:
+    """One W&B run (job type `aggregate`) beside the sweep's probe runs: in the sweep's group
+    when one sweep was read, else in group `aggregate`; headline numbers as its summary."""
+    group = groups[0] if len(groups) == 1 else "aggregate"
+    with tracked_run(settings, config=config, group=group, name="aggregate",
+                     job_type="aggregate") as tracker:  # fmt: skip
+        tracker.log_report(out_dir, json.loads((Path(out_dir) / "summary.json").read_text()))
+    print(f"W&B: aggregate run in group {group} ({settings.mode})")
+
+
+def flat_summary(summary: dict) -> dict[str, Any]:
+    """summary.json's per-model headline numbers and random baseline as flat W&B summary keys
+    (`<model>/headline/best_probe/recovered`, ...): numbers, strings and booleans only;
+    labels and the reference study's numbers are left out (they are the same in every run)."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                if key not in ("labels", "reference"):
+                    walk(f"{prefix}/{key}", inner)
+        elif isinstance(value, bool | int | float | str) and value is not None:
+            out[prefix] = value
+
+    for model, numbers in summary.get("models", {}).items():
+        for key in ("later_layer", "headline", "random_baseline", "problem"):
+            walk(f"{model}/{key}", numbers.get(key))
+    return out
 
 
 def _default_dir() -> str | None:

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from probegen.aggregate import newest_sweep, read_local, read_wandb
 from probegen.aggregate.run import aggregate, default_out_dir
 from probegen.models import ModelSpec
+from probegen.tracking import WandbSettings, log_aggregation, sweep_group
 
 log = logging.getLogger("aggregate")
 
@@ -40,10 +41,12 @@ def main(cfg: DictConfig) -> None:
     model = ModelSpec.from_values(**OmegaConf.to_container(cfg.model, resolve=True)).name
     if cfg.source == "wandb":
         pulled = read_wandb(cfg.wandb.project, cfg.wandb.entity, cfg.wandb_group)
+        groups = [str(cfg.wandb_group)] if cfg.wandb_group else []
     elif cfg.source == "local":
         dirs = sweep_dirs(_list(cfg.sweep_dir), _list(cfg.models), model, Path(cfg.multirun_dir))
         log.info("reading %s", ", ".join(map(str, dirs)))
         pulled = read_local(dirs)
+        groups = sorted({sweep_group(str(d)) for d in dirs})
     else:
         raise ValueError(f"source={cfg.source!r}: choose source=local or source=wandb")
     models = sorted(pulled.results["model"].unique())
@@ -51,6 +54,9 @@ def main(cfg: DictConfig) -> None:
     page = aggregate(pulled, out_dir, cfg.depth, _list(cfg.figures), cfg.later_layer,
                      cfg.cache_dir)  # fmt: skip
     print(f"report: {page}\nsummary: {out_dir / 'summary.md'}")
+    settings = WandbSettings(**OmegaConf.to_container(cfg.wandb, resolve=True), dir=str(out_dir))
+    if settings.mode != "disabled":
+        log_aggregation(settings, groups, out_dir, OmegaConf.to_container(cfg, resolve=True))
 
 
 if __name__ == "__main__":

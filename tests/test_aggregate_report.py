@@ -17,6 +17,7 @@ from study_results import study_results
 from probegen.aggregate.pull import Pulled
 from probegen.aggregate.run import aggregate, default_out_dir
 from probegen.aggregate.study import Study
+from probegen.tracking import sweep_group
 
 REPO = Path(__file__).resolve().parents[1]
 FEW = ["r3b_matrix", "r4_truthful_qa", "v2_got"]  # the figure tests draw all fourteen
@@ -128,6 +129,7 @@ def test_demo_and_aggregate_entry_points_on_the_tiny_model(tmp_path):
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
     assert jobs == ["0", "1", "2", "3"]
     assert list((sweep / "0" / "wandb").glob("offline-run-*"))
+    assert len(list((report / "wandb").glob("offline-run-*/run-*.wandb"))) == 1  # aggregation
     summary = json.loads((report / "summary.json").read_text())
     tiny = summary["models"]["tiny"]
     assert tiny["datasets"] and sorted(tiny["datasets"]) == sorted(
@@ -153,5 +155,8 @@ def test_demo_and_aggregate_entry_points_on_the_tiny_model(tmp_path):
     )
     assert agg.returncode == 0, agg.stderr[-3000:]
     assert sorted(p.name for p in again.glob("*.png")) == ["r1a_by_algorithms.png"]
+    # its W&B run (offline by default) sits in the sweep's group, beside the probe runs
+    assert len(list((again / "wandb").glob("offline-run-*/run-*.wandb"))) == 1
+    assert f"aggregate run in group {sweep_group(str(sweep))}" in agg.stdout
     redo = json.loads((again / "summary.json").read_text())
     assert redo["models"]["tiny"]["headline"] == tiny["headline"]

@@ -237,3 +237,49 @@ def test_tables_over_wandbs_row_limit_are_logged_whole(tmp_path, no_network):
     (table,) = (run_dir / "files" / "media").glob("table/results_*.table.json")
     assert len(json.loads(table.read_text())["data"]) == len(big) > wandb.Table.MAX_ROWS
     assert wandb.Table.MAX_ROWS == 10_000  # restored
+
+
+def test_aggregation_run_logs_headline_figures_and_report(tmp_path, no_network):
+    from matplotlib.figure import Figure
+
+    from probegen.tracking import flat_summary
+
+    out = tmp_path / "report"
+    (out / "4b").mkdir(parents=True)
+    for path in (out / "r3b_matrix.png", out / "4b" / "r0_acc_by_layer.png"):
+        Figure(figsize=(1, 1)).savefig(path)
+    (out / "report.html").write_text("<html><body>report</body></html>")
+    summary = {
+        "reference": {"share_later_probes_above_80": 0.36},
+        "models": {
+            "4b": {
+                "later_layer": 12,
+                "headline": {
+                    "share_later_probes_above_80": 0.25,
+                    "best_probe": {"probe": "dim", "layer": 21, "recovered": 0.9},
+                    "truthful_qa": None,
+                    "labels": {"share_later_probes_above_80": "a label"},
+                    "reference": {"best_probe_recovered": 0.928},
+                },
+                "random_baseline": {"mean_recovered": 0.66},
+                "problem": None,
+                "ranking_top": [{"rank": 1}],
+            }
+        },
+    }
+    flat = flat_summary(summary)
+    assert flat == {
+        "4b/later_layer": 12,
+        "4b/headline/share_later_probes_above_80": 0.25,
+        "4b/headline/best_probe/probe": "dim",
+        "4b/headline/best_probe/layer": 21,
+        "4b/headline/best_probe/recovered": 0.9,
+        "4b/random_baseline/mean_recovered": 0.66,
+    }
+    settings = offline(tmp_path)
+    with tracked_run(settings, config={}, group="g", name="aggregate", job_type="aggregate") as t:
+        t.log_report(out, summary)
+        assert dict(t.run.summary)["4b/headline/best_probe/recovered"] == 0.9
+        logged = {k for k in dict(t.run.summary) if k.startswith("figures/") or k == "report"}
+        assert logged == {"figures/r3b_matrix", "figures/4b/r0_acc_by_layer", "report"}
+        assert t.run.job_type == "aggregate" and t.run.group == "g"
