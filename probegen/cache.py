@@ -1,4 +1,4 @@
-"""The activation cache (DESIGN §5): layout, manifests, resumable parts and the read API.
+"""The activation cache (docs/design.md §5): layout, manifests, resumable parts and the read API.
 
 Layout: <cache_dir>/activations/<model>/<dataset>/{activations.safetensors, rows.parquet,
 manifest.json}. While a dataset is being extracted, each finished batch is a file in

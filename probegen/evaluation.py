@@ -1,4 +1,4 @@
-"""Scoring probes on an eval set (DESIGN §6), vectorised over rows, groups and probes.
+"""Scoring probes on an eval set (docs/design.md §6), vectorised over rows, groups and probes.
 
 Every function takes a score matrix S [n_rows, k] (one column per probe direction) so that
 all probes of a layer are scored on an eval set with one matmul and a few array passes.

@@ -1,4 +1,5 @@
-"""Stage 1: `python -m probegen.extract model=14b dataset=all` -> cached activations (DESIGN §5).
+"""Stage 1: `python -m probegen.extract model=14b dataset=all` -> cached activations
+(docs/design.md §5).
 
 Rows are built for every dataset first; the model is loaded only if some dataset is not
 already cached with the same key, and each finished batch is saved at once, so re-runs do

@@ -1,4 +1,4 @@
-"""The extraction engine: last-token residual stream of chosen layers, batched (DESIGN §4).
+"""The extraction engine: last-token residual stream of chosen layers, batched (docs/design.md §4).
 
 Forward hooks on the decoder blocks copy out only the last real token of each prompt and
 abort the forward pass right after the deepest requested block, so later blocks, the final
@@ -45,7 +45,7 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
 
 
 def default_layers(n_layers: int) -> list[int]:
-    """DESIGN §4: layers 1, 3, 5, … (0-based blocks), as in the original study."""
+    """docs/design.md §4: layers 1, 3, 5, … (0-based blocks), as in the original study."""
     return list(range(1, n_layers, 2))
 
 

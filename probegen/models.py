@@ -1,4 +1,5 @@
-"""Model presets and loading (DESIGN §2, §4): hub ids, local paths, the embedded GGUF, `tiny`.
+"""Model presets and loading (docs/design.md §2, §4): hub ids, local paths, the embedded
+GGUF, `tiny`.
 
 A preset is chosen by `model=<name>`; overriding `model.hf_id` or `model.path` away from the
 preset's own makes it a custom model whose cache name is derived from that id, so two
@@ -87,7 +88,7 @@ class ModelSpec:
         return DTYPES[self.dtype]
 
     def cache_dtype(self) -> torch.dtype:
-        """DESIGN §5: the cache holds bf16 unless model.dtype asks for another dtype."""
+        """docs/design.md §5: the cache holds bf16 unless model.dtype asks for another dtype."""
         return torch.bfloat16 if self.dtype == "auto" else self.resolved_dtype()
 
     def identity(self) -> dict:

@@ -1,4 +1,4 @@
-"""Stage 2: `python -m probegen.probe -m probe=lr,lda,ccs model=14b` (DESIGN §6–7).
+"""Stage 2: `python -m probegen.probe -m probe=lr,lda,ccs model=14b` (docs/design.md §6–7).
 
 Each job trains one probe algorithm on every train dataset × layer, scores it on every eval
 dataset × split, writes results.parquet and probes.safetensors to its Hydra output folder,

@@ -1,4 +1,4 @@
-"""One probe job (DESIGN §6–7): train one algorithm on every train dataset × layer and score
+"""One probe job (docs/design.md §6–7): train one algorithm on every train dataset × layer and score
 it on every eval dataset × split, layer by layer — or several jobs that differ only in the
 probe, in one shared pass (`run_jobs`; the local launcher batches a sweep that way).
 
@@ -50,7 +50,7 @@ class ActivationSource(Protocol):
 
 
 class CacheSource:
-    """Activations of one model from the activation cache (DESIGN §5)."""
+    """Activations of one model from the activation cache (docs/design.md §5)."""
 
     def __init__(self, cache_dir: str | Path, model: str):
         self.cache_dir, self.model = cache_dir, model
@@ -83,7 +83,7 @@ class JobSpec:
     eval: Sequence[str]
     layers: Sequence[int] | None = None  # None: every layer cached for all datasets
     probe_params: dict = field(default_factory=dict)
-    sign: str = "eval"  # eval | train (DESIGN §6)
+    sign: str = "eval"  # eval | train (docs/design.md §6)
     seed: int = 0
     device: str = "cpu"  # where probes are fitted: cpu | cuda | cuda:N | auto (`fit_device`)
 
@@ -457,7 +457,7 @@ def record_all(job: _JobState, train: str, layer: int, status: str, reason: str)
 
 
 def write_outputs(output: JobOutput, out_dir: Path, spec: JobSpec) -> tuple[Path, Path]:
-    """results.parquet and probes.safetensors in the job's output folder (DESIGN §7). The
+    """results.parquet and probes.safetensors in the job's output folder (docs/design.md §7). The
     safetensors file holds one direction per "<train dataset>/layer.<i>"; its metadata the
     model, probe, probe params and, as JSON under "intercepts", each direction's intercept
     (a probe's score is X @ direction + intercept)."""

@@ -1,5 +1,5 @@
-"""Weights & Biases tracking: one W&B run per probe job (DESIGN §2, §7), and one per
-aggregation, in the sweep's group (job type `aggregate`, DESIGN §8).
+"""Weights & Biases tracking: one W&B run per probe job (docs/design.md §2, §7), and one per
+aggregation, in the sweep's group (job type `aggregate`, docs/design.md §8).
 
 `tracked_run` opens a run, yields a `Tracker` that logs the results table (summary metrics,
 the whole table, a train x eval heatmap) or the aggregation's report (headline numbers as
@@ -30,7 +30,7 @@ MODES = ("offline", "online", "disabled")
 
 @dataclass
 class WandbSettings:
-    """The `wandb.*` config keys (DESIGN §2)."""
+    """The `wandb.*` config keys (docs/design.md §2)."""
 
     mode: str = "offline"  # offline | online | disabled
     project: str = "probegen"
@@ -252,7 +252,7 @@ def _choose_layers(val: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
     The layer is the one with the best in-distribution validation accuracy (train == eval);
     a train dataset that is never evaluated on itself falls back to its best mean validation
     accuracy over all eval datasets. Selecting on validation is fine for a per-job overview
-    (the report's thresholds select on train-hparams, DESIGN §8). Several probes in one
+    (the report's thresholds select on train-hparams, docs/design.md §8). Several probes in one
     table are averaged.
     """
     kept, layers = [], {}

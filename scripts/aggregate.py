@@ -1,4 +1,5 @@
-"""Stage 3: `python scripts/aggregate.py [model=14b] [sweep_dir=…] [source=wandb]` (DESIGN §8).
+"""Stage 3: `python scripts/aggregate.py [model=14b] [sweep_dir=…] [source=wandb]`
+(docs/design.md §8).
 
 Pulls a probe sweep's results, computes recovered accuracy, draws the original analysis'
 fourteen figures and probegen's own views, and writes summary.json, summary.md and

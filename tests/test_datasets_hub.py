@@ -1,4 +1,4 @@
-"""Hub datasets (DLK, RepE, truthful_qa) built offline from tests/fixtures/data (DESIGN §3).
+"""Hub datasets (DLK, RepE, truthful_qa) built offline from tests/fixtures/data (docs/design.md §3).
 
 The fixtures hold a few rows per source split in the hub's schema; the expected prompts
 below are written out in full from the DLK (Burns et al. 2022) and RepE (Zou et al. 2023,

@@ -1,4 +1,4 @@
-"""Probes on constructed data with known answers (DESIGN §6). Fast, offline."""
+"""Probes on constructed data with known answers (docs/design.md §6). Fast, offline."""
 
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ COLUMNS = ["model", "probe", "train_dataset", "layer", "eval_dataset", "eval_spl
 
 
 def synthetic_results(n_datasets: int = 4, layers=(1, 3), seed: int = 0) -> pd.DataFrame:
-    """A results table in the DESIGN §7 shape: in-distribution pairs score highest, and one
+    """A results table in the docs/design.md §7 shape: in-distribution pairs score highest, and one
     eval-only dataset (like truthful_qa), one skipped and one failed row."""
     rng = np.random.default_rng(seed)
     names = [f"ds{i:02d}" for i in range(n_datasets)]

@@ -1,4 +1,5 @@
-"""Stage 3: pull sweep results, compute recovered accuracy and the headline numbers (DESIGN §8).
+"""Stage 3: pull sweep results, compute recovered accuracy and the headline numbers
+(docs/design.md §8).
 
 `pull` reads results (multirun/ folders or W&B runs); `metrics` turns them into thresholds,
 recovered accuracy, the generalisation ranking of probes and the headline numbers.

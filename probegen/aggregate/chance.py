@@ -1,4 +1,4 @@
-"""TruthfulQA's chance level, read from the activation cache (DESIGN §5, §8).
+"""TruthfulQA's chance level, read from the activation cache (docs/design.md §5, §8).
 
 results.parquet holds accuracies, not question sizes; the chance level of a multiple-choice
 question is 1 / its number of choices, so the mean over TruthfulQA's validation questions

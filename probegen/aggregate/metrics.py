@@ -1,4 +1,4 @@
-"""Recovered accuracy, the generalisation ranking and the headline numbers (DESIGN §8).
+"""Recovered accuracy, the generalisation ranking and the headline numbers (docs/design.md §8).
 
 The definitions follow the original study's analysis script, mishajw/repeng
 `experiments/comparison.py` (the version that writes r0_acc_by_layer.png ... v4_lda.png):

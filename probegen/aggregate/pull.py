@@ -1,4 +1,4 @@
-"""Pull the results of probe sweeps into one table (DESIGN §7, issue 4 "Pull").
+"""Pull the results of probe sweeps into one table (docs/design.md §7, issue 4 "Pull").
 
 Two sources, one output (`Pulled`):
 

@@ -1,4 +1,4 @@
-"""One model's sweep, analysed once for every figure and the report (DESIGN §8).
+"""One model's sweep, analysed once for every figure and the report (docs/design.md §8).
 
 `Study.build(results, depth)` computes thresholds, recovered accuracy and the original's
 pair-wise ranking of probes (all layers), and fixes the orders every figure shares, as the

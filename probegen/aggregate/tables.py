@@ -1,5 +1,5 @@
 """The table behind each of the original's fourteen figures, computed the original's way
-(mishajw/repeng `experiments/comparison.py`), from one `Study` (DESIGN §8).
+(mishajw/repeng `experiments/comparison.py`), from one `Study` (docs/design.md §8).
 
 One function per figure; the figure modules only draw these tables, so tests check numbers,
 not pixels. Unless a docstring says otherwise, a mean is over all layers, the original eight

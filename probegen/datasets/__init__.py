@@ -1,4 +1,4 @@
-"""Dataset registry and collections (DESIGN §2–3).
+"""Dataset registry and collections (docs/design.md §2–3).
 
 `resolve("dlk")` -> ids; `build_rows("imdb", SourceReader(...), Limits())` -> rows frame.
 """
@@ -27,7 +27,7 @@ def collections() -> dict[str, list[str]]:
         "repe": by.get("repe", []),
         "got": by.get("got", []),
         "synthetic": by.get("synthetic", []),
-        # what builds with no download (DESIGN §3.4): the demo's datasets
+        # what builds with no download (docs/design.md §3.4): the demo's datasets
         "offline": ["got_larger_than", *by.get("synthetic", [])],
         "study": study,
         "all": study + by.get("eval", []),
@@ -58,7 +58,7 @@ def get(dataset: str) -> DatasetInfo:
 
 
 def build_rows(dataset: str, reader: SourceReader, limits: Limits) -> pd.DataFrame:
-    """Rows of `dataset` (DESIGN §3.1), deterministic for the same sources and limits."""
+    """Rows of `dataset` (docs/design.md §3.1), deterministic for the same sources and limits."""
     frame = get(dataset).build(reader, limits)
     assert list(frame.columns) == ROW_COLUMNS, frame.columns
     return frame

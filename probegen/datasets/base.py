@@ -1,4 +1,4 @@
-"""Rows, deterministic splits and group limits shared by every dataset (DESIGN §3.1–3.2).
+"""Rows, deterministic splits and group limits shared by every dataset (docs/design.md §3.1–3.2).
 
 A dataset builder turns source examples into rows; this module decides which split each
 group lands in and which groups survive the per-split limits, identically on every machine.

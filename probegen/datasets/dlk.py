@@ -4,7 +4,7 @@ Prompts are the templates of Burns et al. 2022, "Discovering Latent Knowledge in
 Models Without Supervision" (arXiv:2212.03827, appendix), worded exactly as the original
 generalisation study used them (github.com/mishajw/repeng, repeng/datasets/elk/dlk.py).
 Each source example gives two rows, its true label and one false label, grouped by example
-(DESIGN §3.2).
+(docs/design.md §3.2).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Geometry-of-Truth datasets (Marks & Tegmark 2023; DESIGN §3.2-3.4), collection "got".
+"""Geometry-of-Truth datasets (Marks & Tegmark 2023; docs/design.md §3.2-3.4), collection "got".
 
 Statements are fed as given. cities, sp_en_trans and larger_than are paired with their
 negated twin (neg_cities, neg_sp_en_trans, smaller_than) by row index: row i of both files

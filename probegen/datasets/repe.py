@@ -4,7 +4,7 @@ Prompts are the LAT templates of Zou et al. 2023, "Representation Engineering: A
 Approach to AI Transparency" (arXiv:2310.01405, appendix D.1), worded exactly as the original
 generalisation study used them (github.com/mishajw/repeng, repeng/datasets/elk/{arc,
 open_book_qa,common_sense_qa,race,truthful_qa}.py). Each question gives one row per answer
-choice, grouped by question, exactly one of them true; answer_type is null (DESIGN §3.2).
+choice, grouped by question, exactly one of them true; answer_type is null (docs/design.md §3.2).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Where source examples come from: the Hugging Face hub, GitHub (GoT CSVs) or `data_dir`.
 
 Every source split is exposed as a `SourceSplit` so builders never care which one it was,
-and every failure names the file or hub id and what to do about it (DESIGN §3.3).
+and every failure names the file or hub id and what to do about it (docs/design.md §3.3).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def _check_columns(split: SourceSplit, required: Sequence[str], dataset: str) ->
     if missing:
         raise DataSourceError(
             f"{split.origin}: dataset {dataset!r} needs column(s) {missing}, found "
-            f"{split.column_names}. Use the hub schema of the source dataset (DESIGN §3.3)."
+            f"{split.column_names}. Use the hub schema of the source dataset (docs/design.md §3.3)."
         )
     return split
 

@@ -1,4 +1,4 @@
-"""The `synthetic` collection: generated true/false statement datasets (DESIGN §3.4).
+"""The `synthetic` collection: generated true/false statement datasets (docs/design.md §3.4).
 
 Like got_larger_than, these are built entirely in code from small built-in tables, so a
 cross-dataset matrix can be computed with no download. Builders never touch the

@@ -1,5 +1,6 @@
-"""Linear truth probes (DESIGN §6): scikit-learn style estimators with `fit(X, y, groups=None,
-answer_types=None)`, `decision_function(X)` = X @ coef_ + intercept_, and a registry.
+"""Linear truth probes (docs/design.md §6): scikit-learn style estimators with
+`fit(X, y, groups=None, answer_types=None)`, `decision_function(X)` = X @ coef_ +
+intercept_, and a registry.
 
     from probegen.probes import PROBES, make_probe
     probe = make_probe("lr", C=1.0).fit(X, y, groups=groups)

@@ -1,6 +1,6 @@
 """Shared pieces of the probes: errors, the estimator base class and linear-algebra helpers.
 
-Every probe is a linear score `X @ coef_ + intercept_` (DESIGN §6), so the job can batch
+Every probe is a linear score `X @ coef_ + intercept_` (docs/design.md §6), so the job can batch
 many fitted probes into one matrix product. Fitting happens in torch, where X lives: a
 numpy array or CPU tensor on the CPU, with the matrix-vector products of the iterative
 solvers done by whichever BLAS is faster (`probegen.blas`); a CUDA tensor on its GPU, with
@@ -71,7 +71,7 @@ class BaseProbe:
 
     def decision_function(self, X, groups=None) -> np.ndarray:
         """Linear scores. `groups` is accepted for API symmetry and ignored: within a group,
-        centring shifts all scores equally, so it cannot change a ranking (DESIGN §6)."""
+        centring shifts all scores equally, so it cannot change a ranking (docs/design.md §6)."""
         del groups
         if not hasattr(self, "coef_"):
             raise RuntimeError(f"{self.name} probe is not fitted")
@@ -180,7 +180,7 @@ def center_by(X: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
 def orient(w: torch.Tensor, X: torch.Tensor, y, s: torch.Tensor | None = None) -> torch.Tensor:
     """Sign convention for label-free probes: when labels are given (and both classes occur),
     flip w so that true rows score at least as high as false rows on average. The original
-    study also calibrates sign with labels, and the eval stage can flip again (DESIGN §6).
+    study also calibrates sign with labels, and the eval stage can flip again (docs/design.md §6).
     `s`: the scores X @ w when the caller has them already."""
     if y is None:
         return w

@@ -280,7 +280,7 @@ class GroupedLRProbe(LRProbe):
     """Logistic regression on group-centred activations (LR-G of mishajw 2024): each row
     minus its group's (question's) mean row, so only within-question differences are
     learned, as in CRC-TPC (Burns et al. 2022). Scores stay linear in the raw activations;
-    within a group the centring shifts all scores equally (DESIGN §6)."""
+    within a group the centring shifts all scores equally (docs/design.md §6)."""
 
     name = "lr-g"
     requires_groups = True

@@ -1,4 +1,4 @@
-"""The original analysis' fourteen figures and probegen's own views (DESIGN §8).
+"""The original analysis' fourteen figures and probegen's own views (docs/design.md §8).
 
 `FIGURES` maps each of the original's file names to its drawing function and a caption
 template; `EXTRA` does the same for probegen's views (x_*.png). Captions are formatted with
