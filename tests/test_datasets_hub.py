@@ -333,7 +333,8 @@ def test_limits_keep_at_most_one_group_per_split(
     pd.testing.assert_frame_equal(limited, expected)
 
 
-def test_limits_apply_before_records_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+def fetched_records(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the source indices whose records are read; fail if a whole split is read."""
     fetched: list[int] = []
     records = SourceSplit.records
 
@@ -343,6 +344,11 @@ def test_limits_apply_before_records_are_read(monkeypatch: pytest.MonkeyPatch) -
         return records(self, indices)
 
     monkeypatch.setattr(SourceSplit, "records", spy)
+    return fetched
+
+
+def test_limits_apply_before_records_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    fetched = fetched_records(monkeypatch)
     build_rows("amazon_polarity", SourceReader(data_dir=DATA), Limits(1, 1, 1))
     assert 1 <= len(fetched) <= 3
 
@@ -437,15 +443,7 @@ def test_default_limits_match_the_original_protocol() -> None:
 def test_dlk_source_reads_a_fixed_sample_of_each_source_split(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    fetched: list[int] = []
-    records = SourceSplit.records
-
-    def spy(self: SourceSplit, indices=None) -> list[dict]:
-        assert indices is not None, "all records of a split were materialised"
-        fetched.extend(indices)
-        return records(self, indices)
-
-    monkeypatch.setattr(SourceSplit, "records", spy)
+    fetched = fetched_records(monkeypatch)
     reader = SourceReader(data_dir=many_imdb(tmp_path))
     limits = Limits(train=None, train_hparams=None, validation=None, dlk_source=10)
     frame = build_rows("imdb", reader, limits)
