@@ -12,7 +12,7 @@ Targets on the 2-core development CPU: the grid in < 3 minutes with peak memory 
 `--workers N` runs the jobs in N processes with cores // N torch threads each, as the local
 launcher does (`hydra/launcher=local`: joblib workers whose OpenMP/BLAS threads are limited
 to cores // n_jobs). By default the jobs are batched as that launcher batches a sweep over
-probes (`probegen.launcher.plan_batches`: N batches balanced by probe cost) and each
+probes (`probegen.launcher.plan_worker_batches`: N batches balanced by probe cost) and each
 batch is one shared pass (`run_jobs`); `--alone` runs each job on its own pass instead, one
 job per worker at a time, as Hydra's joblib launcher (and Slurm) do. Workers are forked
 after the data is generated, so they share it as jobs share the page-cached activation
@@ -44,7 +44,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from probegen.cache import Activations, project_rows, rows_of
-from probegen.launcher import plan_batches, probe_weight
+from probegen.launcher import plan_worker_batches, probe_weight
 from probegen.results import unconverged_fits
 from probegen.sweep import JobSpec, run_jobs
 
@@ -227,7 +227,7 @@ def main() -> None:
         batches = [[p] for p in probes]
     else:
         weights = [probe_weight(p) for p in probes]
-        plan = plan_batches(["grid"] * len(probes), args.workers, weights)
+        plan = plan_worker_batches(["grid"] * len(probes), args.workers, weights)
         batches = [[probes[i] for i in batch] for batch in plan]
     with PeakMemory() as memory:
         total = time.perf_counter()

@@ -375,10 +375,10 @@ def test_only_jobs_that_differ_in_the_probe_share_a_pass():
         (["k"] * 2, 4, None, [[0], [1]]),  # never more batches than jobs
     ],
 )
-def test_launcher_plans_batches(keys, workers, weights, expected):
-    from probegen.launcher import plan_batches
+def test_launcher_plans_worker_batches(keys, workers, weights, expected):
+    from probegen.launcher import plan_worker_batches
 
-    assert plan_batches(keys, workers, weights) == expected
+    assert plan_worker_batches(keys, workers, weights) == expected
 
 
 def test_local_launcher_shares_a_pass_between_probe_jobs(tiny_cache, tmp_path):
@@ -418,6 +418,15 @@ def test_local_launcher_runs_jobs_alone_when_the_shared_pass_fails(tiny_cache, t
         assert "python -m probegen.extract model=tiny dataset=boolq" in status["error"]
 
 
+def test_probe_entry_point_imports_no_launcher():
+    # Jobs get their shared-pass output by argument from the launcher's worker, never
+    # through state the entry point would share with a launcher module.
+    check = "import probegen.probe, sys; assert 'probegen.launcher' not in sys.modules"
+    run = subprocess.run([sys.executable, "-c", check], cwd=REPO, capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+
+
 def test_fit_device_auto_runs_and_a_missing_gpu_is_a_clear_error(monkeypatch):
     spec = JobSpec("m", "lr", train=["pairs", "flat"], eval=["pairs"], layers=[0, 2])
     cpu = run_job(spec, ArraySource())
@@ -443,7 +452,7 @@ def test_fit_device_auto_runs_and_a_missing_gpu_is_a_clear_error(monkeypatch):
 def test_device_is_a_probe_config_key_and_part_of_the_shared_pass_key():
     from hydra import compose, initialize_config_dir
 
-    from probegen.probe import job_spec
+    from probegen.probe_job import job_spec
     from probegen.sweep import shared_pass_key
 
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
@@ -467,7 +476,7 @@ def test_saved_intercepts_are_the_probes_own():
 
 
 def test_job_summary_line_counts_unconverged_fits(tiny_cache, tmp_path, capsys):
-    from probegen.probe import run_probe_job
+    from probegen.probe_job import run_probe_job
     from probegen.tracking import WandbSettings
 
     train = ["synthetic_capitals", "got_larger_than"]
