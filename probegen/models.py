@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,35 @@ class ModelSpec:
             "revision": self.revision,
             "dtype": str(self.resolved_dtype()).removeprefix("torch."),
         }
+
+
+# `${probegen.model_name:${model}}` in a config: the model's cache name as ModelSpec derives
+# it. conf/probe.yaml names its sweep folder with it, so a sweep of `model.path=` /
+# `model.hf_id=` lands under the same name its jobs write into results.parquet and
+# scripts/aggregate.py looks under (a plain `${model.name}` would say the preset's name).
+MODEL_NAME_RESOLVER = "probegen.model_name"
+
+
+def model_name(model: DictConfig | dict) -> str:
+    """The cache name of the model described by a config's `model` node (its `model.*` keys),
+    as `ModelSpec.from_values` derives it: the preset's name, or the custom model's."""
+    if isinstance(model, DictConfig):
+        model = OmegaConf.to_container(model, resolve=True)
+    return ModelSpec.from_values(**model).name
+
+
+def register_resolvers() -> None:
+    """Register `probegen.model_name` with OmegaConf (once; importing this module does it).
+
+    Hydra composes and resolves the config inside `@hydra.main` before the task function
+    runs, so the resolver has to exist at import time of the entry points' modules: the
+    probe, extract and aggregate entry points all import this module.
+    """
+    if not OmegaConf.has_resolver(MODEL_NAME_RESOLVER):
+        OmegaConf.register_new_resolver(MODEL_NAME_RESOLVER, model_name)
+
+
+register_resolvers()
 
 
 def gguf_path() -> Path:

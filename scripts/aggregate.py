@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from probegen.aggregate import newest_sweep, read_local, read_wandb
 from probegen.aggregate.run import aggregate, default_out_dir
-from probegen.models import ModelSpec
+from probegen.models import model_name
 from probegen.tracking import WandbSettings, log_aggregation, sweep_group
 
 log = logging.getLogger("aggregate")
@@ -39,7 +39,8 @@ def sweep_dirs(
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="aggregate")
 def main(cfg: DictConfig) -> None:
-    model = ModelSpec.from_values(**OmegaConf.to_container(cfg.model, resolve=True)).name
+    # the name conf/probe.yaml's sweep folder and the jobs' results use (probegen.models)
+    model = model_name(cfg.model)
     if cfg.source == "wandb":
         pulled = read_wandb(cfg.wandb.project, cfg.wandb.entity, cfg.wandb_group)
         groups = [str(cfg.wandb_group)] if cfg.wandb_group else []

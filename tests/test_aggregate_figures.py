@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib.image
@@ -14,6 +16,7 @@ import pandas as pd
 import pytest
 from study_results import study_results
 
+from probegen.aggregate import style
 from probegen.aggregate.chance import truthful_qa_chance
 from probegen.aggregate.figures import EXTRA, FIGURES, draw_all
 from probegen.aggregate.study import Study, model_depth
@@ -138,17 +141,61 @@ def test_later_layers_are_13_40_of_the_depth_and_depth_is_known_or_assumed(caplo
 
 
 def test_heatmap_cells_show_percentages(full_study):
-    import matplotlib.pyplot as plt
-
     figure = FIGURES["r3b_matrix"][0](full_study)
     texts = [t.get_text() for t in figure.axes[0].texts]
     n = len(full_study.datasets)
     assert len(texts) == n * n and all(t.isdigit() and 0 <= int(t) <= 100 for t in texts)
-    plt.close(figure)
     figure = FIGURES["r1a_by_algorithms"][0](full_study)
     marked = [t.get_text() for t in figure.axes[0].get_yticklabels() if "(best)" in t.get_text()]
     assert marked == [f"{full_study.best.probe} (best)"]
-    plt.close(figure)
+
+
+def _rc_snapshot() -> dict:
+    """The stored rcParams (dict's own view: reading `backend` through rcParams would
+    resolve, i.e. change, it)."""
+    return dict(dict.items(matplotlib.rcParams))
+
+
+def test_importing_the_aggregation_leaves_matplotlib_alone():
+    """A fresh interpreter (this one imported the figures long ago): importing stage 3
+    changes no rcParams (backend included) and does not load pyplot."""
+    script = (
+        "import json, sys, matplotlib\n"
+        "before = dict(dict.items(matplotlib.rcParams))\n"
+        "import probegen.aggregate, probegen.aggregate.style, probegen.aggregate.figures\n"
+        "import probegen.aggregate.report, probegen.aggregate.run\n"
+        "after = dict(dict.items(matplotlib.rcParams))\n"
+        "changed = sorted(k for k in before.keys() | after.keys()"
+        " if before.get(k) != after.get(k))\n"
+        "print(json.dumps([changed, 'matplotlib.pyplot' in sys.modules]))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    changed, pyplot = json.loads(run.stdout.splitlines()[-1])
+    assert changed == [] and pyplot is False
+
+
+def test_figures_keep_their_look_whatever_the_global_rcparams(full_study, tmp_path):
+    """The look (style.RC) is applied where a figure is drawn and saved, not globally: under
+    someone else's settings a figure still has 10 pt titles, 9 pt labels and ticks, 8 pt
+    frameless legends and no top/right spines, and those settings are left as they were."""
+    theirs = {"font.size": 14, "axes.titlesize": 20, "axes.labelsize": 16,
+              "legend.fontsize": 13, "legend.frameon": True, "axes.spines.top": True,
+              "axes.spines.right": True}  # fmt: skip
+    with matplotlib.rc_context(theirs):
+        before = _rc_snapshot()
+        figure = FIGURES["r2_probes"][0](full_study)
+        style.save(figure, tmp_path / "r2_probes.png")
+        assert _rc_snapshot() == before
+    ax = figure.axes[0]
+    assert ax.title.get_fontsize() == 10 and ax.yaxis.label.get_fontsize() == 9
+    # tick labels are made lazily, some only while saving: all drawn at 9 pt
+    ticks = ax.get_xticklabels() + ax.get_yticklabels()
+    assert ticks and {t.get_fontsize() for t in ticks} == {9}
+    assert not ax.spines["top"].get_visible() and not ax.spines["right"].get_visible()
+    assert ax.spines["left"].get_visible()
+    legend = ax.get_legend()
+    assert not legend.get_frame_on() and {t.get_fontsize() for t in legend.get_texts()} == {8}
 
 
 def test_study_refuses_several_models_and_unscored_sweeps():

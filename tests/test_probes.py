@@ -98,12 +98,22 @@ def test_supervised_one_class(name, data):
     assert issubclass(OneClass, ValueError)
 
 
-def test_string_groups_and_answer_types(data):
+@pytest.mark.parametrize("name", ALL)
+def test_string_groups_and_answer_types(name, data):
+    """String group ids and answer types (as the cache stores them, with nulls) describe a
+    grouping; the fit depends on that grouping only, so integer codes of the same grouping
+    give exactly the same direction. The strings are a shuffled relabelling ("q10" sorts
+    before "q2"), so a fit that ordered groups by their ids would differ."""
     X, y, groups, _ = data
-    g = np.array([f"q{i}" for i in groups], dtype=object)
+    relabel = np.random.default_rng(3).permutation(groups.max() + 1)
+    g = np.array([f"q{relabel[i]}" for i in groups], dtype=object)
     types = np.array(["pos", None] * (len(X) // 2), dtype=object)
-    for name in ALL:
-        make_probe(name).fit(X, y, groups=g, answer_types=types)
+    type_codes = np.tile([0, 1], len(X) // 2)
+    by_strings = make_probe(name).fit(X, y, groups=g, answer_types=types)
+    by_codes = make_probe(name).fit(X, y, groups=groups, answer_types=type_codes)
+    np.testing.assert_array_equal(by_strings.coef_, by_codes.coef_)
+    assert by_strings.intercept_ == by_codes.intercept_
+    assert np.isfinite(by_strings.coef_).all() and np.abs(by_strings.coef_).max() > 0
 
 
 # ---- supervised ---------------------------------------------------------------------------
@@ -280,10 +290,15 @@ def test_top_direction_matches_svd(threads, gap):
     np.testing.assert_array_equal(top_direction(A.float()).numpy(), found)
 
 
-@pytest.mark.parametrize("shape", [(300, 700), (700, 300)], ids=["wide", "tall"])
+@pytest.mark.parametrize(
+    "shape",
+    [(300, 700), (700, 300), (1040, 1100), (1100, 1040)],
+    ids=["wide", "tall", "wide-over-1024", "tall-over-1024"],
+)
 def test_top_subspace_is_the_exact_principal_subspace(threads, shape):
     """CCS's subspace: exact through the Gram matrix of the smaller side, so it matches the
-    SVD even for a slowly decaying spectrum (where a few randomized block steps do not)."""
+    SVD even for a slowly decaying spectrum (where a few randomized block steps do not) —
+    also where both sides exceed 1024, which once took such a randomized path."""
     rng = np.random.default_rng(9)
     n, d = shape
     A = rng.standard_normal((n, d)) * np.linspace(3, 0.5, d)

@@ -292,6 +292,7 @@ def html_report(
     return "\n".join(parts)
 
 
+@style.styled
 def comparison_figure(reports: list[ModelReport], path: Path) -> Path | None:
     """Grouped bars of the headline numbers per model, with the reference's as lines."""
     usable = [r for r in reports if r.headline is not None]

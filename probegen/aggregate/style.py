@@ -1,16 +1,24 @@
-"""One look for every figure: colour-blind-safe colours, percentage heat maps, print DPI."""
+"""One look for every figure: colour-blind-safe colours, percentage heat maps, print DPI.
+
+The look is local: `RC` applies only inside `context()`, which the figure functions
+(`styled`) and `save` enter, so importing the aggregation stage leaves matplotlib's global
+rcParams and backend as the user (or a notebook, or another library) set them. Figures are
+bare `matplotlib.figure.Figure`s, never pyplot's: they need no backend switch and are not
+kept in pyplot's figure list.
+"""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import matplotlib
-
-matplotlib.use("Agg")  # files only; never needs a display
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.ticker
+import numpy as np
+from matplotlib.figure import Figure
 
 DPI = 300  # print resolution
 # Okabe & Ito (2008), safe for the common colour-vision deficiencies; grey last for baselines
@@ -20,17 +28,41 @@ OKABE_ITO += ["#000000"]
 BASELINE_GREY = "#999999"
 HEAT_CMAP = "viridis"  # perceptually uniform, readable in grey scale and by colour-blind readers
 
-plt.rcParams.update(
-    {
-        "font.size": 9,
-        "axes.titlesize": 10,
-        "axes.labelsize": 9,
-        "axes.spines.top": False,
-        "axes.spines.right": False,
-        "legend.fontsize": 8,
-        "legend.frameon": False,
-    }
-)
+# The settings every figure is drawn with (on top of matplotlib's defaults or the user's).
+RC = {
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "legend.fontsize": 8,
+    "legend.frameon": False,
+}
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+@contextmanager
+def context() -> Iterator[None]:
+    """Within the block, matplotlib draws with `RC`; the global rcParams come back after.
+
+    Most of these settings are read when an artist is made (a text's size, an axes' spines,
+    a legend's frame), but tick labels are made lazily, as late as `savefig`: so the drawing
+    and the saving of a figure both run inside this block."""
+    with matplotlib.rc_context(RC):
+        yield
+
+
+def styled(draw: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Decorate a function that draws a figure so that it draws inside `context()`."""
+
+    @functools.wraps(draw)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with context():
+            return draw(*args, **kwargs)
+
+    return wrapper
 
 
 def colours(algorithms: list[str], baselines: tuple[str, ...] = ("random",)) -> dict[str, str]:
@@ -84,13 +116,15 @@ def heatmap(
 
 
 def new_figure(width: float = 7.0, height: float = 4.2, **kwargs) -> tuple[Figure, object]:
-    """A figure and axes (inches; 7 in fits a page width)."""
-    return plt.subplots(figsize=(width, height), layout="constrained", **kwargs)
+    """A figure and axes (inches; 7 in fits a page width); `kwargs` go to `Figure.subplots`
+    (nrows, sharex, ...). Call it within `context()` (a `styled` function) for the look."""
+    figure = Figure(figsize=(width, height), layout="constrained")
+    return figure, figure.subplots(**kwargs)
 
 
 def save(figure: Figure, path: Path) -> Path:
-    """Write `figure` as a PNG at print resolution and free it."""
+    """Write `figure` as a PNG at print resolution (within `context()`: see there)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=DPI, facecolor="white")
-    plt.close(figure)
+    with context():
+        figure.savefig(path, dpi=DPI, facecolor="white")
     return path

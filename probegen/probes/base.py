@@ -192,47 +192,26 @@ def orient(w: torch.Tensor, X: torch.Tensor, y, s: torch.Tensor | None = None) -
     return -w if s[y].mean() < s[~y].mean() else w
 
 
-# Up to this many rows (or columns) top_subspace is exact, through the Gram matrix of the
-# smaller side: at 400 x 2560 that took 22 ms at one thread, the randomized steps 46 ms.
-EXACT_SIDE = 1024
-
-
-def top_subspace(A: torch.Tensor, k: int, seed: int = 0, block: int = 16, steps: int = 5):
+def top_subspace(A: torch.Tensor, k: int) -> torch.Tensor:
     """Top-k right singular vectors of A (n x d) as a float64 [d, k] matrix with orthonormal
     columns, i.e. the first k principal components of the rows of A if A is centred.
 
-    min(n, d) <= EXACT_SIDE (e.g. CCS's 400 contrast pairs): exact, from the top-k
-    eigenvectors of A A^T (A^T A when d < n) — u_i gives v_i = A^T u_i / s_i. Larger:
-    randomized block Krylov (Musco & Musco 2015), `steps` products with A^T A on a block
-    of max(block, k) vectors, then Rayleigh-Ritz on the whole Krylov space; a fixed number
-    of steps is only accurate where the top k are well separated from the rest.
+    Exact at every size, from the top-k eigenvectors of the Gram matrix of the smaller side:
+    A A^T when n <= d (u_i gives v_i = A^T u_i / s_i), else A^T A. That matrix is at most
+    min(n, d)^2 (n = contrast pairs for CCS-sub: ~400 by default). A randomized method with a
+    fixed number of steps was faster on large problems but far off on slowly decaying
+    spectra, so there is none (timings: docs/benchmarks.md).
     """
     n, d = A.shape
     if min(n, d) <= 64:
         return torch.linalg.svd(A.double(), full_matrices=False)[2][:k].T
-    if min(n, d) <= EXACT_SIDE:
-        # The Gram matrix is float32 like A (its rounding is A's); eigenvectors in float64.
-        if n <= d:
-            values, U = top_eigh(gram(A).double(), k)
-            V = (A.T @ U.to(A.dtype)).double() / values.clamp_min(1e-300).sqrt()
-        else:
-            V = top_eigh(gram(A.T.contiguous()).double(), k)[1]
-        return torch.linalg.qr(V)[0]  # orthonormal to float64 rounding
-    block = max(block, k)
-    g = torch.Generator().manual_seed(seed)  # drawn on the CPU: the same start everywhere
-    start = torch.randn(n, block, generator=g, dtype=A.dtype).to(A.device)
-    V = torch.linalg.qr(A.T @ start)[0]
-    basis = [V]
-    for _ in range(steps - 1):
-        V = torch.linalg.qr(A.T @ (A @ V))[0]
-        basis.append(V)
-    Q = torch.linalg.qr(torch.cat(basis, dim=1).double())[0]
-    B = (A @ Q.to(A.dtype)).double()
-    # B's top right singular vectors are the top eigenvectors of B^T B (a few block-sizes
-    # wide): eigh of that small matrix costs a fraction of the SVD of B (n rows), and in
-    # float64 the squared condition number is harmless for the leading vectors.
-    vectors = torch.linalg.eigh(B.T @ B)[1][:, -k:].flip(1)  # descending eigenvalues
-    return (Q @ vectors.to(Q.dtype).contiguous()).double()  # (flipped views skip BLAS)
+    # The Gram matrix is float32 like A (its rounding is A's); eigenvectors in float64.
+    if n <= d:
+        values, U = top_eigh(gram(A).double(), k)
+        V = (A.T @ U.to(A.dtype)).double() / values.clamp_min(1e-300).sqrt()
+    else:
+        V = top_eigh(gram(A.T.contiguous()).double(), k)[1]
+    return torch.linalg.qr(V)[0]  # orthonormal to float64 rounding
 
 
 def top_direction(

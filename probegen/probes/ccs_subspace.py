@@ -107,7 +107,7 @@ class SubspaceCCSProbe(BaseProbe):
             Q = None
             a, b = A.double(), B.double()
         else:
-            Q = top_subspace(A - B, min(self.n_components, *A.shape), seed=self.random_state)
+            Q = top_subspace(A - B, min(self.n_components, *A.shape))
             basis = Q.to(A.dtype)
             a, b = (A @ basis).double(), (B @ basis).double()
         # Burns et al.'s variance normalisation, per coordinate: makes the L2 penalty

@@ -230,8 +230,8 @@ class LRProbe(BaseProbe):
 
     warm_start=True (as in sklearn): a refit starts from the previous solution. A job that
     sets it keeps one probe per train dataset across layers (off by default; see
-    `fitting.ProbeFitter.new_probe`); the objective is strictly convex, so only the path changes, and
-    the stopping rule stays relative to the gradient at w = 0.
+    `fitting.ProbeFitter.new_probe`); the objective is strictly convex, so only the path
+    changes, and the stopping rule stays relative to the gradient at w = 0.
     precondition_rank: the rank of the low-rank preconditioner a fit turns to when it has
     not converged after 20 iterations (0: diagonal preconditioning only); see `_logistic`.
 

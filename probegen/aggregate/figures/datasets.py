@@ -22,6 +22,7 @@ def _family_legend(ax, families) -> None:
     ax.legend(handles=handles, title="family", loc="center left", bbox_to_anchor=(1.0, 0.5))
 
 
+@style.styled
 def r3a_datasets(study: Study) -> Figure:
     table = tables.r3a_table(study)
     fig, ax = style.new_figure(max(6.0, 0.5 * len(table) + 3.0), 4.2)
@@ -37,6 +38,7 @@ def r3a_datasets(study: Study) -> Figure:
     return fig
 
 
+@style.styled
 def r3b_matrix(study: Study) -> Figure:
     table = tables.r3b_table(study)
     size = 0.42 * len(table) + 2.4
@@ -49,6 +51,7 @@ def r3b_matrix(study: Study) -> Figure:
     return fig
 
 
+@style.styled
 def r3c_to_and_from(study: Study) -> Figure:
     table = tables.r3c_table(study)
     fig, ax = style.new_figure(7.5, 5.0)
@@ -70,6 +73,7 @@ def r3c_to_and_from(study: Study) -> Figure:
     return fig
 
 
+@style.styled
 def r3d_clustering(study: Study) -> Figure:
     distance = tables.r3d_table(study)
     names = list(distance.index)
@@ -85,6 +89,7 @@ def r3d_clustering(study: Study) -> Figure:
     return fig
 
 
+@style.styled
 def r4_truthful_qa(study: Study) -> Figure:
     table = tables.r4_table(study)
     fig, ax = style.new_figure(7.5, 4.6)

@@ -14,6 +14,7 @@ from probegen.aggregate.study import BASELINES, Study
 from probegen.aggregate.tables import NO_CROSS, need
 
 
+@style.styled
 def x_in_dist_by_layer(study: Study) -> Figure:
     rows = study.recovered[study.recovered["train_dataset"] == study.recovered["eval_dataset"]]
     need(not rows.empty, "no probe was scored on its own train dataset (add it to eval=)")
@@ -35,6 +36,7 @@ def x_in_dist_by_layer(study: Study) -> Figure:
     return fig
 
 
+@style.styled
 def x_cross_by_algorithm(study: Study) -> Figure:
     rows = study.recovered[study.recovered["layer"] >= study.later_layer]
     rows = rows[rows["train_dataset"] != rows["eval_dataset"]].dropna(subset=["recovered"])
@@ -51,6 +53,7 @@ def x_cross_by_algorithm(study: Study) -> Figure:
     return fig
 
 
+@style.styled
 def x_thresholds(study: Study) -> Figure:
     thresholds = study.thresholds.reindex(study.datasets).dropna(subset=["threshold"])
     need(not thresholds.empty, "no probe was scored on its own train dataset (add it to eval=)")

@@ -14,6 +14,7 @@ from probegen.aggregate.figures.common import table_heatmap
 from probegen.aggregate.study import Study
 
 
+@style.styled
 def r0_acc_by_layer(study: Study) -> Figure:
     probes = tables.r0_table(study)
     layers = sorted(probes["layer"].unique())
@@ -47,6 +48,7 @@ def _heatmap_figure(study: Study, table, mark, ylabel: str, title: str) -> Figur
     return fig
 
 
+@style.styled
 def r1a_by_algorithms(study: Study) -> Figure:
     best = tables.best_probe(study)
     return _heatmap_figure(
@@ -56,6 +58,7 @@ def r1a_by_algorithms(study: Study) -> Figure:
     )  # fmt: skip
 
 
+@style.styled
 def r1b_by_train(study: Study) -> Figure:
     best = tables.best_probe(study)
     table = tables.r1b_table(study)
@@ -68,6 +71,7 @@ def r1b_by_train(study: Study) -> Figure:
     )  # fmt: skip
 
 
+@style.styled
 def r1c_by_layer(study: Study) -> Figure:
     best = tables.best_probe(study)
     return _heatmap_figure(
@@ -77,6 +81,7 @@ def r1c_by_layer(study: Study) -> Figure:
     )  # fmt: skip
 
 
+@style.styled
 def r2_probes(study: Study) -> Figure:
     table = tables.r2_table(study)
     colours = {True: style.OKABE_ITO[0], False: style.OKABE_ITO[1]}

@@ -23,6 +23,7 @@ def _layer_axis(ax, study: Study) -> None:
     style.percent_axis(ax, "y", (0, 1.02))
 
 
+@style.styled
 def v1_arc_easy(study: Study) -> Figure:
     table = tables.v1_table(study)
     palette = style.colours(study.algorithms)
@@ -42,6 +43,7 @@ def v1_arc_easy(study: Study) -> Figure:
     return fig
 
 
+@style.styled
 def v2_got(study: Study) -> Figure:
     table = tables.v2_table(study)
     algorithms = tables.GOT_CHECK_ALGORITHMS
@@ -68,6 +70,7 @@ def v2_got(study: Study) -> Figure:
     return fig
 
 
+@style.styled
 def v3_repe(study: Study) -> Figure:
     table = tables.v3_table(study)
     fig, ax = style.new_figure()
@@ -89,6 +92,7 @@ def v3_repe(study: Study) -> Figure:
     return fig
 
 
+@style.styled
 def v4_lda(study: Study) -> Figure:
     table = tables.v4_table(study)
     layer = tables.best_probe(study).layer
