@@ -110,6 +110,17 @@ def is_complete(directory: Path, key: str) -> bool:
     return True
 
 
+def record_depth(directory: Path, depth: int) -> None:
+    """Set the model's depth in a finished dataset's manifest that lacks it (or has another):
+    the field is outside the key, so the cache stays valid and no file is rewritten but the
+    manifest (atomically). Call it while holding the folder's `ExtractionLock`."""
+    manifest = read_manifest(directory)
+    if not manifest or not manifest.get("complete") or manifest.get("depth") == depth:
+        return
+    manifest["depth"] = int(depth)
+    _atomic_write_bytes(directory / MANIFEST, json.dumps(manifest, indent=2).encode())
+
+
 class ExtractionLock:
     """An exclusive lock on one dataset folder while it is being extracted.
 
@@ -286,6 +297,9 @@ class CachedDataset:
                     f"model={model} dataset={dataset} cache_dir={cache_dir}"
                 )
         self.layers: list[int] = list(self.manifest["layers"])
+        # The model's decoder blocks, recorded since the field existed; None for older caches.
+        depth = self.manifest.get("depth")
+        self.depth: int | None = None if depth is None else int(depth)
         self.rows = pd.read_parquet(self.dir / ROWS)
         # The row columns as arrays, converted once: every layer read hands out slices of them.
         rows = self.rows

@@ -66,9 +66,15 @@ def count_layers(spec: ModelSpec) -> int:
 
 
 def dataset_manifest(
-    spec: ModelSpec, dataset: str, rows: pd.DataFrame, limits: Limits, layers: list[int]
+    spec: ModelSpec,
+    dataset: str,
+    rows: pd.DataFrame,
+    limits: Limits,
+    layers: list[int],
+    depth: int | None = None,
 ) -> dict:
-    """The manifest fields that identify one dataset's extraction, with their hash as "key".
+    """The manifest fields that identify one dataset's extraction, with their hash as "key",
+    and, when given, the model's `depth` (number of decoder blocks) beside them.
 
     The limits recorded are only those that shape this dataset's rows (`Limits.record`):
     a limit some other dataset reads must not invalidate this one's cache.
@@ -85,6 +91,10 @@ def dataset_manifest(
         "n_rows": len(rows),
     }
     manifest["key"] = cache.manifest_key(manifest)
+    if depth is not None:
+        # Added after the key, outside it: the depth follows from the model already in the
+        # key, and caches written before it was recorded must keep their keys (§5).
+        manifest["depth"] = int(depth)
     return manifest
 
 
@@ -103,12 +113,15 @@ def extract(
     status: dict[str, str] = {}
     for dataset in dataset_ids:
         rows = datasets.build_rows(dataset, reader, limits)
-        manifest = dataset_manifest(spec, dataset, rows, limits, layers)
+        manifest = dataset_manifest(spec, dataset, rows, limits, layers, depth=n_layers)
         directory = cache.dataset_dir(cache_dir, spec.name, dataset)
         if cache.is_complete(directory, manifest["key"]):
             log.info("%s/%s: cached with the same key; nothing to do", spec.name, dataset)
             with contextlib.suppress(cache.CacheError), cache.ExtractionLock(directory):
                 cache.remove_leftovers(directory)  # only when no other job is writing here
+                # a cache written before the depth was recorded gets it, so the probe stage
+                # can carry it into the results without the model being run again
+                cache.record_depth(directory, n_layers)
             status[dataset] = "cached"
         else:
             todo.append((dataset, rows, manifest))

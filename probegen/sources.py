@@ -18,6 +18,9 @@ class ActivationSource(Protocol):
 
     def layers(self, dataset: str) -> list[int]: ...
 
+    def depth(self, dataset: str) -> int | None:
+        """The model's number of decoder blocks, as recorded with `dataset`; None if unknown."""
+
     def load(self, dataset: str, layer: int, splits: Sequence[str] | None = None) -> Activations:
         """One layer of one dataset, float32, only the rows of `splits` when given."""
 
@@ -42,6 +45,10 @@ class CacheSource:
 
     def layers(self, dataset: str) -> list[int]:
         return self.dataset(dataset).layers
+
+    def depth(self, dataset: str) -> int | None:
+        """The depth in the dataset's manifest (docs/design.md §5); None for older caches."""
+        return self.dataset(dataset).depth
 
     def load(self, dataset: str, layer: int, splits: Sequence[str] | None = None) -> Activations:
         return self.dataset(dataset).load(layer, splits)

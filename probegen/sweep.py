@@ -66,6 +66,19 @@ def resolve_layers(spec: JobSpec, source: ActivationSource) -> list[int]:
     return sorted(spec.layers)
 
 
+def model_depth(spec: JobSpec, source: ActivationSource) -> int | None:
+    """The model's depth as the job's datasets record it, for every results row; None when
+    none records it (caches extracted before it was). Datasets that know it must agree."""
+    recorded = {d: source.depth(d) for d in dict.fromkeys([*spec.train, *spec.eval])}
+    known = {d: depth for d, depth in recorded.items() if depth is not None}
+    if len(set(known.values())) > 1:
+        raise cache.CacheError(
+            f"the cached datasets of model {spec.model!r} disagree on its depth: {known}; "
+            "re-extract them with one model"
+        )
+    return next(iter(known.values()), None)
+
+
 def shared_pass_key(spec: JobSpec) -> tuple:
     """What jobs must have in common to run in one pass (`run_jobs`): all but the probe."""
     return (
@@ -102,6 +115,7 @@ def run_jobs(specs: Sequence[JobSpec], source: ActivationSource) -> list[JobOutp
     first = specs[0]
     device = fit_device(first.device)
     layers = resolve_layers(first, source)
+    depth = model_depth(first, source)
     fitters = [ProbeFitter(spec.probe, spec.probe_params, spec.sign) for spec in specs]
     rows = [JobRows(spec.model, spec.probe, spec.sign) for spec in specs]
     directions: list[dict[str, np.ndarray]] = [{} for _ in specs]
@@ -126,5 +140,7 @@ def run_jobs(specs: Sequence[JobSpec], source: ActivationSource) -> list[JobOutp
     for job_rows, job_directions, job_intercepts in zip(rows, directions, intercepts, strict=True):
         results = pd.DataFrame(job_rows.rows, columns=RESULT_COLUMNS)
         results["auroc"] = results["auroc"].astype("Float64")
+        # One value for the whole job, so stage 3 knows the depth without the model code.
+        results["depth"] = pd.array([depth] * len(results), dtype="Int64")
         outputs.append(JobOutput(results, job_directions, job_intercepts))
     return outputs

@@ -95,6 +95,10 @@ class SyntheticSource:
     def layers(self, dataset: str) -> list[int]:
         return self._layers
 
+    def depth(self, dataset: str) -> int | None:
+        """No model behind the arrays: the results' depth stays null."""
+        return None
+
     def _index(self, dataset: str, splits) -> slice | np.ndarray:
         """Rows of `splits`, memoised as the cache reader does."""
         key = (dataset, None if splits is None else tuple(splits))

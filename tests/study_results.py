@@ -24,8 +24,10 @@ def study_results(
     probes: list[str] = PROBES,
     layers: list[int] = (1, 5, 13, 21, 29, 35),
     seed: int = 0,
+    depth: int | None = 36,
 ) -> pd.DataFrame:
-    """Both eval splits of every probe × train × layer × eval, all `ok`."""
+    """Both eval splits of every probe × train × layer × eval, all `ok`; every row carries
+    `depth` (None: unknown, as in results written before it was recorded)."""
     rng = np.random.default_rng(seed)
     evals = [*train, "truthful_qa"] if evals is None else evals
     skill = {p: 0.1 + 0.3 * rng.random() for p in probes} | {"random": 0.0}
@@ -40,6 +42,6 @@ def study_results(
                     for split in ("validation", "train-hparams"):
                         accuracy = float(np.clip(base + rng.normal(0, 0.03), 0.0, 1.0))
                         rows.append([model, probe, t, layer, e, split, accuracy, 400, None,
-                                     False, "ok", "", 0.1])  # fmt: skip
+                                     False, "ok", "", 0.1, depth])  # fmt: skip
     frame = pd.DataFrame(rows, columns=RESULT_COLUMNS)
-    return frame.astype({"auroc": "Float64"})
+    return frame.astype({"auroc": "Float64", "depth": "Int64"})

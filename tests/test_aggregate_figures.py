@@ -68,7 +68,11 @@ def test_r4_without_a_cached_chance_level_says_so(tmp_path):
 
 
 def test_truthful_qa_chance_is_read_from_the_cache(tmp_path):
+    from probegen.cache import dataset_dir
+
     folder = tmp_path / "activations" / "4b" / "truthful_qa"
+    # chance.py spells the layout out (probegen.cache imports torch): the same folder
+    assert folder == dataset_dir(tmp_path, "4b", "truthful_qa")
     folder.mkdir(parents=True)
     rows = pd.DataFrame(
         {
@@ -128,16 +132,42 @@ def test_orders_follow_mean_recovered_accuracy_over_all_rows():
     assert "random" not in set(study.ranking["probe"])
 
 
-def test_later_layers_are_13_40_of_the_depth_and_depth_is_known_or_assumed(caplog):
-    results = study_results(model="4b", layers=[1, 11, 12, 35])
+def test_later_layers_are_13_40_of_the_depth_the_results_record(caplog):
+    # a model no preset knows: the depth can only come from its results rows
+    results = study_results(model="someone--model", layers=[1, 11, 12, 35], depth=36)
     study = Study.build(results)
     assert study.depth == 36 and study.later_layer == 12
     assert sorted(study.later["layer"].unique()) == [12, 35]
     assert Study.build(results, later_layer=30).later_layer == 30  # the config key
+    # not max layer + 1 (36): the recorded depth wins
+    assert (
+        Study.build(results.assign(depth=pd.array([40] * len(results), dtype="Int64"))).depth == 40
+    )
     with caplog.at_level(logging.WARNING):
-        assert model_depth("someone--model", results) == 36  # max layer 35 + 1
-    assert "depth=" in caplog.text
-    assert model_depth("someone--model", results, depth=40) == 40
+        assert model_depth("someone--model", results, depth=40) == 40  # depth= overrides
+    assert "depth=40 given; its results record [36]" in caplog.text
+
+
+def test_a_depth_conflict_within_a_model_is_an_error():
+    results = study_results(model="someone--model", layers=[1, 3])
+    results.loc[results["layer"] == 3, "depth"] = 40
+    with pytest.raises(ValueError, match=r"model someone--model: .*disagree.*\[36, 40\]"):
+        Study.build(results)
+    assert Study.build(results, depth=40).depth == 40  # depth= settles it
+
+
+def test_an_unknown_depth_is_never_guessed():
+    unknown = study_results(model="4b", layers=[1, 35], depth=None)  # a preset name, even
+    old = unknown.drop(columns=["depth"])  # results written before the column existed
+    for results in (unknown, old):
+        with pytest.raises(ValueError, match="model 4b: .*pass depth=N"):
+            Study.build(results)
+        assert Study.build(results, depth=30).later_layer == 10
+    # rows without a depth add nothing to those that have one
+    mixed = pd.concat(
+        [study_results(model="4b", layers=[1]), study_results(model="4b", layers=[35], depth=None)]
+    )
+    assert Study.build(mixed).depth == 36
 
 
 def test_heatmap_cells_show_percentages(full_study):

@@ -80,8 +80,10 @@ def make_results(text: str = ROWS) -> pd.DataFrame:
     cols = ["probe", "train_dataset", "layer", "eval_dataset", "eval_split", "status", "accuracy"]
     rows = pd.read_csv(io.StringIO(text), sep=r"\s+", names=cols, na_values="-")
     rows["eval_split"] = rows["eval_split"].map({"val": "validation", "hp": "train-hparams"})
-    rows = rows.assign(model="m", n=100, auroc=pd.NA, is_flipped=False, reason="", fit_seconds=0.1)
-    return rows[RESULT_COLUMNS].astype({"auroc": "Float64", "accuracy": "float64"})
+    rows = rows.assign(model="m", n=100, auroc=pd.NA, is_flipped=False, reason="", fit_seconds=0.1,
+                       depth=4)  # fmt: skip
+    return rows[RESULT_COLUMNS].astype({"auroc": "Float64", "accuracy": "float64",
+                                        "depth": "Int64"})  # fmt: skip
 
 
 @pytest.fixture

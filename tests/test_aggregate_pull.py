@@ -25,6 +25,7 @@ from probegen.aggregate.pull import (
     newest_sweep,
     read_local,
     read_wandb,
+    table_frame,
 )
 from probegen.results import RESULT_COLUMNS
 
@@ -46,12 +47,13 @@ def job_results(probe: str, accuracy: float, model: str = "m") -> pd.DataFrame:
             "status": "ok",
             "reason": "",
             "fit_seconds": 0.5,
+            "depth": 36,
         }
         for train in ("A", "B")
         for split in ("validation", "train-hparams")
     ]
     frame = pd.DataFrame(rows, columns=RESULT_COLUMNS)
-    return frame.astype({"auroc": "Float64"})
+    return frame.astype({"auroc": "Float64", "depth": "Int64"})
 
 
 def write_job(sweep: Path, job: str, frame: pd.DataFrame, mtime: float) -> Path:
@@ -106,6 +108,29 @@ def test_read_local_malformed_file_is_named(tmp_path):
     with pytest.raises(ResultsError, match="not a readable parquet") as err:
         read_local([sweep])
     assert str(bad) in str(err.value)
+
+
+def test_results_from_before_the_depth_column_get_a_null_depth(tmp_path):
+    sweep = tmp_path / "sweep"
+    write_job(sweep, "0", job_results("lr", 0.6).drop(columns=["depth"]), T0)
+    write_job(sweep, "1", job_results("dim", 0.6), T0)
+    results = read_local([sweep]).results
+    assert list(results.columns) == [*RESULT_COLUMNS, "source", "written_at"]
+    depth = results.set_index("probe")["depth"]
+    assert depth.dtype == "Int64" and depth["lr"].isna().all() and (depth["dim"] == 36).all()
+
+    # W&B tables of older runs: the same, with null depths as JSON gives them
+    old = job_results("lr", 0.6).drop(columns=["depth"])
+    table = {"columns": list(old.columns), "data": old.astype(object).values.tolist()}
+    frame = table_frame(table, where="W&B run old")
+    assert frame["depth"].dtype == "Int64" and frame["depth"].isna().all()
+    new = {"columns": RESULT_COLUMNS, "data": [row + [None] for row in table["data"]]}
+    assert table_frame(new, where="W&B run new")["depth"].isna().all()
+    # any other column is still required
+    short = {"columns": [c for c in old.columns if c != "n"],
+             "data": [row[:7] + row[8:] for row in table["data"]]}  # fmt: skip
+    with pytest.raises(ResultsError, match=r"W&B run short: missing columns \['n'\]"):
+        table_frame(short, where="W&B run short")
 
 
 def test_read_local_empty_folder(tmp_path):

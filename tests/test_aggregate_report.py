@@ -96,6 +96,23 @@ def test_default_out_dir_names_the_models():
     assert default_out_dir(["8b", "14b", "4b"]) == Path("reports/4b+8b+14b")
 
 
+def test_stage_3_imports_neither_torch_nor_the_model_or_probe_code():
+    # Stage 3 reads the depth from the results (docs/design.md §8), so it needs none of them.
+    heavy = ["torch", "probegen.models", "probegen.probes", "probegen.sweep", "probegen.cache"]
+    check = (
+        "import sys, probegen.aggregate.run\n"
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    )
+    run = subprocess.run([sys.executable, "-c", check], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
+    # the check can fail: the same subprocess sees them once the probe stage is imported
+    run = subprocess.run([sys.executable, "-c", check.replace("run\n", "run, probegen.sweep\n")],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert "'torch'" in run.stdout and "'probegen.sweep'" in run.stdout
+
+
 def run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)

@@ -52,9 +52,9 @@ def hand_results() -> pd.DataFrame:
                 if split == "train-hparams" and evald == T:
                     continue  # truthful_qa has no train-hparams split (skipped row)
                 rows.append(["m", probe, train, layer, evald, split, accuracy, 100, None,
-                             False, "ok", "", 0.1])  # fmt: skip
+                             False, "ok", "", 0.1, 6])  # fmt: skip
     frame = pd.DataFrame(rows, columns=RESULT_COLUMNS)
-    return frame.astype({"auroc": "Float64"})
+    return frame.astype({"auroc": "Float64", "depth": "Int64"})
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -92,6 +93,32 @@ def test_same_key_does_no_model_work(reference, monkeypatch):
     monkeypatch.setattr("probegen.extract.load_model", no_model)
     monkeypatch.setattr("probegen.extract.load_tokenizer", no_model)
     assert run(reference) == {d: "cached" for d in DATASETS}
+
+
+def test_manifest_records_the_depth_and_older_caches_get_it_without_model_work(
+    reference, tmp_path, monkeypatch
+):
+    directory = cache.dataset_dir(reference, "tiny", "got_larger_than")
+    manifest = json.loads((directory / cache.MANIFEST).read_text())
+    assert manifest["depth"] == 4  # the tiny model's decoder blocks, outside the key
+    assert cache.CachedDataset(reference, "tiny", "got_larger_than").depth == 4
+
+    # a cache written before the field existed: readers get None ...
+    old = tmp_path / "old"
+    shutil.copytree(reference, old)
+    old_dir = cache.dataset_dir(old, "tiny", "got_larger_than")
+    before = {k: v for k, v in manifest.items() if k != "depth"}
+    (old_dir / cache.MANIFEST).write_text(json.dumps(before))
+    assert cache.CachedDataset(old, "tiny", "got_larger_than").depth is None
+
+    # ... and extract, finding its key unchanged, only records the depth in the manifest
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model must not be loaded for a cached dataset")
+
+    monkeypatch.setattr("probegen.extract.load_model", no_model)
+    assert run(old, ["got_larger_than"]) == {"got_larger_than": "cached"}
+    assert json.loads((old_dir / cache.MANIFEST).read_text()) == manifest
+    assert cache.CachedDataset(old, "tiny", "got_larger_than").depth == 4
 
 
 def test_changed_limits_change_the_key(reference, tmp_path):

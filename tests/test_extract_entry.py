@@ -11,12 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from probegen import cache
 from probegen.datasets import Limits, SourceReader, build_rows
 from probegen.extract import TOKEN_POSITION, dataset_manifest
-from probegen.models import PRESETS, ModelSpec, load_model
+from probegen.models import ModelSpec, load_model
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["limits.train=20", "limits.train_hparams=10", "limits.validation=10", "progress=false"]
@@ -51,6 +50,7 @@ def test_tiny_end_to_end_then_cached(tmp_path):
             (cache.dataset_dir(cache_dir, "tiny", dataset) / "manifest.json").read_text()
         )
         assert manifest["complete"] and manifest["layers"] == [1, 3]  # default: 1, 3, ...
+        assert manifest["depth"] == 4  # the tiny model's decoder blocks
         acts = cache.load_activations(cache_dir, "tiny", dataset, 3)
         assert acts.X.shape[1] == 64 and np.isfinite(acts.X).all()
         assert (acts.split("train").groups is not None) and len(set(acts.splits)) == 3
@@ -115,14 +115,6 @@ def test_local_model_path_through_the_hub_loader(tmp_path):
     assert "my-local-lm/synthetic_capitals: extracted" in run.stdout
     ours = cache.load_activations(cache_dir, "my-local-lm", "synthetic_capitals", 3).X
     assert ours.shape[1] == 64 and np.isfinite(ours).all()
-
-
-def test_model_yaml_files_match_the_presets():
-    files = {p.stem: yaml.safe_load(p.read_text()) for p in (REPO / "conf" / "model").glob("*")}
-    assert set(files) == set(PRESETS)
-    for name, values in files.items():
-        assert values["name"] == name and values["hf_id"] == PRESETS[name][0]
-        assert set(values) == {"name", "hf_id", "path", "revision", "dtype", "device"}
 
 
 def test_hub_models_need_no_gguf_wheel(monkeypatch):
@@ -229,6 +221,19 @@ def test_demo_cache_keys_unchanged():
     assert limits.dlk_source == Limits().dlk_source  # the demo does not set the new keys
     for dataset in ("got_larger_than", "synthetic_capitals"):
         assert manifest_now(dataset, limits)["key"] == key_before(dataset, limits)
+
+
+def test_depth_is_recorded_beside_the_key_fields_not_in_them():
+    limits = Limits(5, 5, 5)
+    rows = build_rows("got_larger_than", SourceReader(data_dir=FIXTURES), limits)
+    without = dataset_manifest(TINY, "got_larger_than", rows, limits, LAYERS)
+    recorded = dataset_manifest(TINY, "got_larger_than", rows, limits, LAYERS, depth=4)
+    assert recorded["depth"] == 4 and "depth" not in without
+    assert {k: v for k, v in recorded.items() if k != "depth"} == without
+    # the key of a cache extracted before the depth was recorded still matches
+    assert recorded["key"] == key_before("got_larger_than", limits)
+    other = dataset_manifest(TINY, "got_larger_than", rows, limits, LAYERS, depth=40)
+    assert other["key"] == recorded["key"]
 
 
 def test_dlk_cache_key_follows_dlk_source():

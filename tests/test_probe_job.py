@@ -62,6 +62,7 @@ def test_multirun_writes_results_probes_and_offline_wandb_runs(tiny_cache, tmp_p
         folder = tmp_path / "sweep" / str(job)
         results = pd.read_parquet(folder / "results.parquet")
         assert list(results.columns) == RESULT_COLUMNS
+        assert (results["depth"] == 4).all()  # the tiny model's 4 blocks, from the cache
         # 2 train datasets × 2 layers (1, 3) × 3 eval datasets × 2 splits
         assert len(results) == 24 and set(results["probe"]) == {name}
         assert (results["status"] == "ok").all() and results["accuracy"].between(0, 1).all()
@@ -107,7 +108,7 @@ def test_non_converging_ccs_is_a_failed_row(tiny_cache, tmp_path):
         tmp_path,
         tiny_cache,
         "probe=ccs",
-        "+probe.params.max_iter=0",
+        "++probe.params.max_iter=0",  # ++: conf/probe/ccs.yaml may list max_iter already
         "train=synthetic_capitals",
         "eval=synthetic_capitals",
         "layer=3",
@@ -133,8 +134,13 @@ class ArraySource:
         self.splits = np.repeat(self.splits, 2).astype(object)
         self.groups = np.repeat(np.arange(n // 2), 2).astype(str).astype(object)
 
+    depth_value: int | None = None  # no model behind these arrays
+
     def layers(self, dataset):
         return [0, 2]
+
+    def depth(self, dataset):
+        return self.depth_value
 
     def load(self, dataset, layer, splits=None):
         grouped = dataset == "pairs"
@@ -277,6 +283,46 @@ def test_unreadable_train_set_is_a_failed_row_not_a_crash():
     flat = results[results["train_dataset"] == "flat"]
     assert (flat["status"] == "failed").all() and flat["reason"].str.contains("disk on fire").all()
     assert (results[results["train_dataset"] == "pairs"]["status"] == "ok").all()
+
+
+def test_results_carry_the_depth_the_cache_records(tiny_cache, tmp_path):
+    import shutil
+
+    from probegen import cache
+    from probegen.sources import CacheSource
+
+    spec = JobSpec("tiny", "dim", train=["synthetic_capitals"], eval=DATASETS[:2], layers=[1])
+    results = run_job(spec, CacheSource(tiny_cache, "tiny")).results
+    assert results["depth"].dtype == "Int64" and results["depth"].tolist() == [4] * len(results)
+
+    copy = tmp_path / "cache"
+    shutil.copytree(tiny_cache, copy)
+
+    def set_depth(dataset: str, depth: int | None) -> None:
+        path = cache.dataset_dir(copy, "tiny", dataset) / cache.MANIFEST
+        manifest = json.loads(path.read_text())
+        manifest.pop("depth", None)
+        path.write_text(json.dumps(manifest if depth is None else manifest | {"depth": depth}))
+
+    # a dataset cached before the depth was recorded adds nothing; the others still know it
+    set_depth("synthetic_animals", None)
+    results = run_job(spec, CacheSource(copy, "tiny")).results
+    assert results["depth"].tolist() == [4] * len(results)
+    set_depth("synthetic_capitals", None)  # no dataset knows it: null, not a guess
+    results = run_job(spec, CacheSource(copy, "tiny")).results
+    assert results["depth"].isna().all() and len(results) == 4
+    set_depth("synthetic_animals", 6)
+    set_depth("synthetic_capitals", 4)
+    with pytest.raises(cache.CacheError, match="disagree on its depth"):
+        run_job(spec, CacheSource(copy, "tiny"))
+
+
+def test_in_memory_results_carry_the_source_depth():
+    source = ArraySource()
+    spec = JobSpec("m", "dim", train=["pairs"], eval=["pairs"], layers=[0])
+    assert run_job(spec, source).results["depth"].isna().all()
+    source.depth_value = 12
+    assert (run_job(spec, source).results["depth"] == 12).all()
 
 
 def test_sweep_report_counts_jobs_killed_while_running(tmp_path, capsys):

@@ -12,9 +12,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from probegen.cache import dataset_dir
-
 log = logging.getLogger(__name__)
+
+
+def _dataset_dir(cache_dir: Path | str, model: str, dataset: str) -> Path:
+    """The cache folder of (model, dataset), the layout of docs/design.md §5. Spelt out
+    rather than taken from probegen.cache, which imports torch: stage 3 does not."""
+    return Path(cache_dir) / "activations" / model / dataset
 
 
 def truthful_qa_chance(cache_dir: Path | str | None, model: str) -> float | None:
@@ -22,7 +26,7 @@ def truthful_qa_chance(cache_dir: Path | str | None, model: str) -> float | None
     None (with a log line) when the cache has no finished truthful_qa folder for `model`."""
     if cache_dir is None:
         return None
-    folder = dataset_dir(cache_dir, model, "truthful_qa")
+    folder = _dataset_dir(cache_dir, model, "truthful_qa")
     rows_file = folder / "rows.parquet"
     if not (folder / "manifest.json").is_file() or not rows_file.is_file():
         log.info("%s: no cached truthful_qa rows under %s; r4 gets no chance line", model, folder)

@@ -43,7 +43,7 @@ PROBE_COMMAND = (
     "python -m probegen.probe -m probe=dim,lda,lr,lr-g,ccs,pca,pca-g,lat,random model={model}"
 )
 _DTYPES = {"layer": "int64", "accuracy": "float64", "n": "int64", "auroc": "Float64"}
-_DTYPES |= {"is_flipped": "bool", "fit_seconds": "float64"}
+_DTYPES |= {"is_flipped": "bool", "fit_seconds": "float64", "depth": "Int64"}
 _TEXT = ["model", "probe", "train_dataset", "eval_dataset", "eval_split", "status", "reason"]
 
 
@@ -125,7 +125,12 @@ def read_local(sweep_dirs: Sequence[Path | str]) -> Pulled:
 
 def conform(frame: pd.DataFrame, where: str) -> pd.DataFrame:
     """The RESULT_COLUMNS of `frame`, in order and with the sweep's dtypes; ResultsError
-    naming `where` when a column is missing or holds values of the wrong kind."""
+    naming `where` when a column is missing or holds values of the wrong kind. A table
+    without `depth` (written before it was recorded) gets it as null."""
+    if "depth" not in frame.columns:
+        # Tables written before the depth was recorded: unknown, and stage 3 then needs
+        # depth= (docs/design.md §8). Every other column stays required.
+        frame = frame.assign(depth=pd.NA)
     missing = [c for c in RESULT_COLUMNS if c not in frame.columns]
     if missing:
         raise ResultsError(
@@ -136,6 +141,7 @@ def conform(frame: pd.DataFrame, where: str) -> pd.DataFrame:
     try:
         # JSON from W&B brings None for missing numbers: go through float so NA survives.
         frame["auroc"] = pd.to_numeric(frame["auroc"]).astype("Float64")
+        frame["depth"] = pd.to_numeric(frame["depth"]).astype("Int64")
         frame["reason"] = frame["reason"].fillna("")
         frame = frame.astype(_DTYPES | dict.fromkeys(_TEXT, "str"))
     except (TypeError, ValueError) as err:

@@ -34,7 +34,8 @@ def aggregate(
     several, compared at the top level). Returns the report.html path.
 
     `depth` (decoder layers) and `later_layer` (first "later" layer; None: ceil(13/40 x
-    depth)) apply when there is one model; presets know their depth. `cache_dir`, when it
+    depth)) apply when there is one model; without `depth`, each model's results carry
+    theirs (recorded at extraction; older results need `depth`). `cache_dir`, when it
     holds the model's truthful_qa rows, gives r4 its chance line.
     """
     results = pulled.results

@@ -17,7 +17,6 @@ from typing import NamedTuple
 import pandas as pd
 
 from probegen.aggregate import metrics
-from probegen.models import PRESET_DEPTHS
 
 log = logging.getLogger(__name__)
 
@@ -44,20 +43,30 @@ def model_order(model: str) -> tuple:
 
 
 def model_depth(model: str, results: pd.DataFrame, depth: int | None = None) -> int:
-    """Number of decoder layers of `model`: `depth` when given, else the preset's, else
-    (max layer in the results) + 1 — right for the default layers 1, 3, …, depth-1 of an
-    even-depth model, so it is logged as an assumption."""
+    """Number of decoder layers of `model`: `depth` when given (it overrides), else the
+    depth its results rows carry (recorded at extraction, docs/design.md §5, §7). Rows
+    that carry one must agree; rows without one (results or caches from before it was
+    recorded) add nothing. ValueError naming the model on a conflict, and when no row
+    knows the depth and `depth` is not given: it is never guessed."""
+    column = results["depth"] if "depth" in results.columns else pd.Series(dtype="Int64")
+    recorded = sorted(int(d) for d in column.dropna().unique())
     if depth is not None:
+        if recorded and recorded != [int(depth)]:
+            log.warning("model %s: depth=%d given; its results record %s", model, depth, recorded)
         return int(depth)
-    if model in PRESET_DEPTHS:
-        return PRESET_DEPTHS[model]
-    guess = int(results["layer"].max()) + 1
-    log.warning(
-        "model %s: depth not known, assuming %d layers (max layer + 1); pass depth=N to set it",
-        model,
-        guess,
-    )
-    return guess
+    if len(recorded) > 1:
+        raise ValueError(
+            f"model {model}: its results disagree on the model's depth ({recorded}); "
+            "were they made from caches of different models under one name? Pass depth=N "
+            "to choose"
+        )
+    if not recorded:
+        raise ValueError(
+            f"model {model}: its results do not record the model's depth (written before it "
+            "was, or from a cache extracted before it was); pass depth=N (its number of "
+            "decoder layers), or re-run python -m probegen.extract and the probe jobs"
+        )
+    return recorded[0]
 
 
 @dataclass
@@ -162,7 +171,8 @@ class Study:
         truthful_qa_chance: float | None = None,
     ) -> Study:
         """Analyse one model's results (RESULT_COLUMNS rows, duplicates already resolved).
-        `later_layer` None: ceil(13/40 x depth)."""
+        `depth` None: the results' own (`model_depth`); `later_layer` None: ceil(13/40 x
+        depth)."""
         models = sorted(results["model"].unique())
         if len(models) != 1:
             raise ValueError(f"a Study is one model, got {models}: split by model first")
