@@ -125,7 +125,7 @@ def flat_summary(summary: dict) -> dict[str, Any]:
             for key, inner in value.items():
                 if key not in ("labels", "reference"):
                     walk(f"{prefix}/{key}", inner)
-        elif isinstance(value, bool | int | float | str) and value is not None:
+        elif isinstance(value, bool | int | float | str):
             out[prefix] = value
 
     for model, numbers in summary.get("models", {}).items():

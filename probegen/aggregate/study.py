@@ -86,11 +86,6 @@ class Study:
     variants: list[str] = field(default_factory=list)  # probes run but not the original's
     truthful_qa_chance: float | None = None  # mean 1/choices of TruthfulQA, from the cache
 
-    @property
-    def first_later_layer(self) -> int:
-        """The lowest layer that counts as 'later' (kept for older callers)."""
-        return self.later_layer
-
     @cached_property
     def rows(self) -> pd.DataFrame:
         """The original analysis' table: recovered rows of the original eight algorithms."""

@@ -18,6 +18,7 @@ from probegen.probes.base import (
     center_by,
     codes,
     on_device,
+    orient,
 )
 
 
@@ -143,12 +144,8 @@ class CCSProbe(BaseProbe):
                 )
         self.loss_, self.attempts_ = loss, attempts
         w, b = w.detach().double(), float(b.detach())
-        if y is not None and y.any() and not y.all():
-            s = (X @ w.to(X.dtype)).double()
-            t = on_device(y, s)
-            if s[t].mean() < s[~t].mean():  # sign convention: see base.orient
-                w, b = -w, -b
-        self._set_direction(w, b)
+        oriented = orient(w, X, y)  # probegen's sign convention; the intercept follows w
+        self._set_direction(oriented, b if oriented is w else -b)
         return self
 
     def _optimise(

@@ -12,6 +12,7 @@ from probegen.probes.base import (
     NeedsGroups,
     as_tensor,
     on_device,
+    orient,
     top_subspace,
 )
 from probegen.probes.ccs import ccs_loss, contrast_pairs
@@ -157,10 +158,6 @@ class SubspaceCCSProbe(BaseProbe):
         w = W.detach()[:, best] / scale
         w = w if Q is None else Q @ w
         intercept = float(bias.detach()[best]) - float(centre @ w)
-        if y is not None and y.any() and not y.all():
-            s = (X @ w.to(X.dtype)).double() + intercept  # (X.double() was a 2x copy of X)
-            t = on_device(y, s)
-            if s[t].mean() < s[~t].mean():  # sign convention: see base.orient
-                w, intercept = -w, -intercept
-        self._set_direction(w, intercept)
+        oriented = orient(w, X, y)  # probegen's sign convention; the intercept follows w
+        self._set_direction(oriented, intercept if oriented is w else -intercept)
         return self
