@@ -1,20 +1,17 @@
-"""The activation cache (docs/design.md §5): layout, manifests, resumable parts and the read API.
+"""The activation cache (docs/design.md §5): layout, manifests, the integrity rule and the
+read API. Writing is `probegen.cache_write`'s.
 
 Layout: <cache_dir>/activations/<model>/<dataset>/{activations.safetensors, rows.parquet,
-manifest.json}. While a dataset is being extracted, each finished batch is a file in
-`.parts/`; writes go to a temporary name and are renamed into place, so a killed run leaves
-only whole files, and every file carries a digest that is checked before it is trusted.
-The manifest is written last: a folder without a matching, verified manifest is not done.
+manifest.json}. The manifest is written last and records every file's size and blake2b
+digest; `check_files` holds a folder to them, for the writer and the readers alike, so a
+folder without a complete manifest and intact files is never read nor skipped.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import logging
-import os
-import shutil
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +20,8 @@ import numpy as np
 import pandas as pd
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
-from probegen import __version__, blas
-
-log = logging.getLogger(__name__)
+from probegen import blas
 
 FORMAT_VERSION = 1
 ACTIVATIONS = "activations.safetensors"
@@ -41,10 +35,12 @@ class CacheError(RuntimeError):
 
 
 def dataset_dir(cache_dir: str | Path, model: str, dataset: str) -> Path:
+    """The folder of one (model, dataset) in the cache."""
     return Path(cache_dir) / "activations" / model / dataset
 
 
 def file_digest(path: Path) -> str:
+    """20-byte BLAKE2b of a file's bytes, as hex (the manifest's `blake2b`)."""
     h = hashlib.blake2b(digest_size=20)
     with open(path, "rb") as f:
         while chunk := f.read(1 << 22):
@@ -53,6 +49,7 @@ def file_digest(path: Path) -> str:
 
 
 def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """20-byte BLAKE2b of named tensors' names and bytes, as hex (a part's `digest`)."""
     h = hashlib.blake2b(digest_size=20)
     for name in sorted(tensors):
         h.update(name.encode())
@@ -72,175 +69,54 @@ def rows_fingerprint(rows: pd.DataFrame) -> str:
 
 
 def manifest_key(fields: dict) -> str:
+    """The key of an extraction: a hash of the manifest fields that identify it."""
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:32]
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict) -> None:
-    tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
-
-
 def read_manifest(directory: Path) -> dict | None:
+    """The folder's manifest, or None when it is missing or unreadable."""
     try:
         return json.loads((directory / MANIFEST).read_text())
     except (OSError, json.JSONDecodeError):
         return None
 
 
-def is_complete(directory: Path, key: str) -> bool:
-    """True when the folder holds a finished extraction with this key and intact files."""
-    manifest = read_manifest(directory)
-    if not manifest or manifest.get("key") != key or not manifest.get("complete"):
-        return False
-    for name, digest in manifest.get("files", {}).items():
+# Files verified by this process, keyed by what changes when a file is rewritten: a
+# process that opens one dataset many times (one open per probe job) hashes it once.
+_verified: set[tuple] = set()
+# A file written within a clock tick of its verification could be rewritten in place without
+# its mtime changing; such recent files are re-hashed until they are older than this.
+_RECENT_NS = 2_000_000_000
+
+
+def check_files(directory: Path, manifest: dict) -> str | None:
+    """What is wrong with the files the manifest lists (missing, another size, another
+    blake2b digest), or None when every one is intact. The one integrity rule of the cache:
+    the writer applies it before skipping a dataset, `CachedDataset` before reading one."""
+    files = manifest.get("files")
+    if not files:
+        return f"{directory / MANIFEST} lists no files"
+    for name, recorded in files.items():
         path = directory / name
-        if not path.is_file() or path.stat().st_size != digest["size"]:
-            log.warning("%s: size differs from its manifest; it will be redone", path)
-            return False
-        if file_digest(path) != digest["blake2b"]:
-            log.warning("%s: digest differs from its manifest; it will be redone", path)
-            return False
-    return True
-
-
-def record_depth(directory: Path, depth: int) -> None:
-    """Set the model's depth in a finished dataset's manifest that lacks it (or has another):
-    the field is outside the key, so the cache stays valid and no file is rewritten but the
-    manifest (atomically). Call it while holding the folder's `ExtractionLock`."""
-    manifest = read_manifest(directory)
-    if not manifest or not manifest.get("complete") or manifest.get("depth") == depth:
-        return
-    manifest["depth"] = int(depth)
-    _atomic_write_bytes(directory / MANIFEST, json.dumps(manifest, indent=2).encode())
-
-
-class ExtractionLock:
-    """An exclusive lock on one dataset folder while it is being extracted.
-
-    flock is released by the kernel when the process dies, even by kill -9, so a crashed
-    job never leaves a stale lock behind.
-    """
-
-    def __init__(self, directory: Path):
-        self.path = directory / ".lock"
-        self._file = None
-
-    def __enter__(self) -> ExtractionLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "w")  # noqa: SIM115 (held until __exit__)
         try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as err:
-            self._file.close()
-            raise CacheError(
-                f"another job is extracting into {self.path.parent}; wait for it to finish "
-                f"(two jobs on the same model and dataset would duplicate the work)"
-            ) from err
-        return self
-
-    def __exit__(self, *exc) -> None:
-        fcntl.flock(self._file, fcntl.LOCK_UN)
-        self._file.close()
-
-
-def remove_leftovers_tmp(directory: Path) -> None:
-    """Temporary files of writes that a killed run never finished."""
-    for tmp in [*directory.glob("*.tmp.*"), *directory.glob(f"{PARTS}/*.tmp.*")]:
-        tmp.unlink(missing_ok=True)
-
-
-def remove_leftovers(directory: Path) -> None:
-    """Temporary files, and the parts of an extraction that has finished."""
-    remove_leftovers_tmp(directory)
-    shutil.rmtree(directory / PARTS, ignore_errors=True)
-
-
-class ActivationStore:
-    """The activations of one dataset being assembled: one preallocated [n_rows, hidden]
-    tensor per layer in the cache dtype, and which rows are filled."""
-
-    def __init__(self, n_rows: int, layers: Sequence[int], dtype: torch.dtype):
-        self.n_rows, self.layers, self.dtype = n_rows, list(layers), dtype
-        self.tensors: dict[int, torch.Tensor] = {}
-        self.filled = np.zeros(n_rows, dtype=bool)
-
-    def put(self, rows: Sequence[int], activations: dict[int, torch.Tensor]) -> None:
-        index = torch.as_tensor(list(rows), dtype=torch.long)
-        for i in self.layers:
-            batch = activations[i]
-            if i not in self.tensors:
-                self.tensors[i] = torch.zeros(self.n_rows, batch.shape[-1], dtype=self.dtype)
-            self.tensors[i][index] = batch.to(self.dtype)
-        self.filled[list(rows)] = True
-
-    @property
-    def done(self) -> set[int]:
-        return set(np.flatnonzero(self.filled).tolist())
-
-
-class PartStore:
-    """Finished batches of an unfinished extraction, one safetensors file per batch.
-
-    Every part carries the manifest key and a digest of its tensors, so parts of another
-    configuration or damaged parts are never used.
-    """
-
-    def __init__(self, directory: Path, key: str):
-        self.dir = directory / PARTS
-        self.key = key
-        self.dir.mkdir(parents=True, exist_ok=True)
-
-    def write(self, rows: Sequence[int], activations: dict[int, torch.Tensor]) -> None:
-        tensors = {f"layer.{i}": t for i, t in activations.items()}
-        tensors["rows"] = torch.as_tensor(list(rows), dtype=torch.int64)
-        name = f"part-{min(rows):08d}-{len(rows):05d}.safetensors"
-        _save_tensors(self.dir / name, tensors, {"digest": tensor_digest(tensors), "key": self.key})
-
-    def load_into(self, store: ActivationStore) -> None:
-        """Fill `store` from every intact part of this key; other parts are deleted."""
-        expected = {"rows"} | {f"layer.{i}" for i in store.layers}
-        for path in sorted(self.dir.glob("part-*.safetensors")):
-            try:
-                with safe_open(str(path), framework="pt") as f:
-                    metadata = f.metadata() or {}
-                    if metadata.get("key") != self.key:
-                        raise ValueError("written for another configuration")
-                    tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-                if set(tensors) != expected or metadata.get("digest") != tensor_digest(tensors):
-                    raise ValueError("digest or tensor names do not match")
-            except Exception as err:  # any unusable part is simply recomputed
-                log.warning("%s: unusable part (%s); recomputing its batch", path, err)
-                path.unlink(missing_ok=True)
-                continue
-            store.put(tensors["rows"].tolist(), {i: tensors[f"layer.{i}"] for i in store.layers})
-
-
-def write_dataset(
-    directory: Path, rows: pd.DataFrame, store: ActivationStore, manifest: dict
-) -> None:
-    """Write the final files; the old manifest goes first and the new one last, so a crash
-    in between leaves a folder that is visibly unfinished."""
-    if not store.filled.all():
-        raise RuntimeError(f"{directory}: {int((~store.filled).sum())} rows were never extracted")
-    (directory / MANIFEST).unlink(missing_ok=True)
-    tensors = {f"layer.{i}": store.tensors[i] for i in store.layers}
-    _save_tensors(directory / ACTIVATIONS, tensors, {"format_version": str(FORMAT_VERSION)})
-    tmp = directory / f"{ROWS}.tmp.{os.getpid()}"
-    rows.to_parquet(tmp, index=False)
-    os.replace(tmp, directory / ROWS)
-    files = {
-        name: {"size": (directory / name).stat().st_size, "blake2b": file_digest(directory / name)}
-        for name in (ACTIVATIONS, ROWS)
-    }
-    full = {**manifest, "files": files, "complete": True, "probegen_version": __version__}
-    _atomic_write_bytes(directory / MANIFEST, json.dumps(full, indent=2).encode())
+            stat = path.stat()
+        except OSError:
+            return f"{path} is missing"
+        if stat.st_size != recorded["size"]:
+            return (
+                f"{path} is truncated or overwritten: {stat.st_size} bytes where its manifest "
+                f"records {recorded['size']}"
+            )
+        memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        memo += (recorded["blake2b"],)
+        if memo in _verified:
+            continue
+        started = time.time_ns()
+        if file_digest(path) != recorded["blake2b"]:
+            return f"{path} is damaged: its blake2b digest differs from its manifest's"
+        if stat.st_mtime_ns < started - _RECENT_NS:
+            _verified.add(memo)
+    return None
 
 
 @dataclass
@@ -278,7 +154,10 @@ def rows_of(splits: np.ndarray, wanted: Sequence[str]) -> np.ndarray | slice:
 
 
 class CachedDataset:
-    """Read access to one cached (model, dataset): rows, layers, one layer at a time."""
+    """Read access to one cached (model, dataset): rows, layers, one layer at a time.
+
+    Opening it holds the folder to `check_files` (hashed once per process and file) and
+    raises `CacheError`, naming the extract command to run, when anything is amiss."""
 
     def __init__(self, cache_dir: str | Path, model: str, dataset: str):
         self.dir = dataset_dir(cache_dir, model, dataset)
@@ -289,13 +168,12 @@ class CachedDataset:
                 f"{self.dir}; run: python -m probegen.extract model={model} dataset={dataset} "
                 f"cache_dir={cache_dir}"
             )
-        for name, recorded in self.manifest["files"].items():
-            path = self.dir / name
-            if not path.is_file() or path.stat().st_size != recorded["size"]:
-                raise CacheError(
-                    f"{path} is missing or truncated; re-run: python -m probegen.extract "
-                    f"model={model} dataset={dataset} cache_dir={cache_dir}"
-                )
+        problem = check_files(self.dir, self.manifest)
+        if problem:
+            raise CacheError(
+                f"{problem}; re-run: python -m probegen.extract model={model} dataset={dataset} "
+                f"cache_dir={cache_dir}"
+            )
         self.layers: list[int] = list(self.manifest["layers"])
         # The model's decoder blocks, recorded since the field existed; None for older caches.
         depth = self.manifest.get("depth")

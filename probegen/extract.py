@@ -3,12 +3,12 @@
 
 Rows are built for every dataset first; the model is loaded only if some dataset is not
 already cached with the same key, and each finished batch is saved at once, so re-runs do
-no model work and interrupted runs resume where they stopped.
+no model work and interrupted runs resume where they stopped. The forward passes are
+`probegen.forward`'s, the cache's files `probegen.cache_write`'s; this module joins them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -20,8 +20,9 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from probegen import cache, datasets
+from probegen.cache_write import DatasetWriter, reuse_cached
 from probegen.datasets import Limits, SourceReader
-from probegen.extraction import Extractor, plan_batches, resolve_layers
+from probegen.forward import Extractor, plan_batches, select_layers
 from probegen.models import (
     TINY_LAYERS,
     LoadedModel,
@@ -108,20 +109,17 @@ def extract(
 ) -> dict[str, str]:
     """Extract and cache every dataset; returns dataset -> "cached" | "extracted"."""
     n_layers = count_layers(spec)
-    layers = resolve_layers(options.layers, n_layers)
-    todo: list[tuple[str, object, dict]] = []
+    layers = select_layers(options.layers, n_layers)
+    todo: list[tuple[str, pd.DataFrame, dict]] = []
     status: dict[str, str] = {}
     for dataset in dataset_ids:
         rows = datasets.build_rows(dataset, reader, limits)
         manifest = dataset_manifest(spec, dataset, rows, limits, layers, depth=n_layers)
         directory = cache.dataset_dir(cache_dir, spec.name, dataset)
-        if cache.is_complete(directory, manifest["key"]):
+        # reuse_cached also records the depth in a cache written before it was, so the probe
+        # stage can carry it into the results without the model being run again
+        if reuse_cached(directory, manifest):
             log.info("%s/%s: cached with the same key; nothing to do", spec.name, dataset)
-            with contextlib.suppress(cache.CacheError), cache.ExtractionLock(directory):
-                cache.remove_leftovers(directory)  # only when no other job is writing here
-                # a cache written before the depth was recorded gets it, so the probe stage
-                # can carry it into the results without the model being run again
-                cache.record_depth(directory, n_layers)
             status[dataset] = "cached"
         else:
             todo.append((dataset, rows, manifest))
@@ -137,34 +135,18 @@ def extract(
 def run_model(
     loaded: LoadedModel,
     dataset: str,
-    rows,
+    rows: pd.DataFrame,
     manifest: dict,
     cache_dir: Path,
     layers: list[int],
     options: ExtractOptions,
 ) -> None:
     """Extract one dataset, resuming from any finished batches of an earlier run."""
-    directory = cache.dataset_dir(cache_dir, loaded.spec.name, dataset)
-    with cache.ExtractionLock(directory):
-        _run_model_locked(loaded, dataset, rows, manifest, directory, layers, options)
-
-
-def _run_model_locked(loaded, dataset, rows, manifest, directory, layers, options) -> None:
     spec, tokenizer = loaded.spec, loaded.tokenizer
-    cache.remove_leftovers_tmp(directory)
     token_ids = tokenizer(list(rows["text"]), add_special_tokens=True)["input_ids"]
     rows = rows.assign(n_tokens=[len(t) for t in token_ids])
-    store = cache.ActivationStore(len(rows), layers, spec.cache_dtype())
-    parts = cache.PartStore(directory, manifest["key"])
-    parts.load_into(store)
-    done = store.done
     budget = options.batch_tokens or (16384 if loaded.device.type == "cuda" else 4096)
     plan = plan_batches(rows["n_tokens"].tolist(), budget)
-    pending = [[r for r in batch if r not in done] for batch in plan]
-    pending = [b for b in pending if b]
-    if done:
-        log.info("%s/%s: resuming, %d of %d rows done", spec.name, dataset, len(done), len(rows))
-    start = time.perf_counter()
     extractor = Extractor(
         loaded.model,
         layers,
@@ -174,13 +156,19 @@ def _run_model_locked(loaded, dataset, rows, manifest, directory, layers, option
         input_device=loaded.device,
         progress=options.progress,
     )
-    names = rows["row_id"].tolist()
-    for result in extractor.run(token_ids, pending, names, f"{spec.name}/{dataset}"):
-        stored = {i: t.to(store.dtype) for i, t in result.activations.items()}
-        parts.write(result.rows, stored)
-        store.put(result.rows, stored)
-    cache.write_dataset(directory, rows, store, manifest)
-    cache.remove_leftovers(directory)
+    start = time.perf_counter()
+    with DatasetWriter(cache.dataset_dir(cache_dir, spec.name, dataset), manifest) as writer:
+        done = writer.done
+        if done:
+            log.info(
+                "%s/%s: resuming, %d of %d rows done", spec.name, dataset, len(done), len(rows)
+            )
+        pending = [[r for r in batch if r not in done] for batch in plan]
+        pending = [batch for batch in pending if batch]
+        names = rows["row_id"].tolist()
+        for result in extractor.run(token_ids, pending, names, f"{spec.name}/{dataset}"):
+            writer.add(result.rows, result.activations)
+        writer.finish(rows)
     log.info(
         "%s/%s: %d rows, %d layers cached in %.1fs",
         spec.name,

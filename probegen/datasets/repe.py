@@ -23,7 +23,7 @@ from probegen.datasets.base import (
     finalize_rows,
     register,
 )
-from probegen.datasets.hub import EVAL_SHARES, Example, Source, kept_examples
+from probegen.datasets.examples import EVAL_SHARES, Example, Source, kept_examples
 from probegen.datasets.sources import SourceReader
 
 # A question's choices: (template arguments, is this choice the true one) per choice.

@@ -1,8 +1,11 @@
-"""The extraction engine: last-token residual stream of chosen layers, batched (docs/design.md §4).
+"""The forward-pass engine of stage 1 (docs/design.md §4): which layers to take, how prompts
+are batched and padded, and the hooks that capture the last-token residual stream.
 
 Forward hooks on the decoder blocks copy out only the last real token of each prompt and
 abort the forward pass right after the deepest requested block, so later blocks, the final
-norm and the lm_head never run.
+norm and the lm_head never run. Batches hold rows or packs (`probegen.prefix`: the rows of a
+group sharing one run of their common prefix). `probegen.extract` drives it and stores what
+it yields.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ def default_layers(n_layers: int) -> list[int]:
     return list(range(1, n_layers, 2))
 
 
-def resolve_layers(selection: str | int | Sequence[int], n_layers: int) -> list[int]:
+def select_layers(selection: str | int | Sequence[int], n_layers: int) -> list[int]:
     """`default`, `all`, an int or a list of ints -> sorted valid layer indices."""
     if selection == "default":
         return default_layers(n_layers)

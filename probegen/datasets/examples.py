@@ -1,5 +1,7 @@
-"""Source examples in hub schema: the "enumerate groups -> sample -> split -> limit -> fetch" step
-that every hub dataset (DLK in `dlk.py`, RepE and TruthfulQA in `repe.py`) shares."""
+"""The kept examples of a source-backed dataset: the "enumerate groups -> sample -> split ->
+limit -> fetch" step that every dataset read from sources in the hub's schema (DLK in
+`dlk.py`, RepE and TruthfulQA in `repe.py`) shares. It reads through a `SourceReader`
+(local files or the hub) and never talks to the hub itself."""
 
 from __future__ import annotations
 
