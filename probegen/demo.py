@@ -24,7 +24,7 @@ from probegen.aggregate import read_local
 from probegen.aggregate.run import aggregate
 from probegen.datasets import Limits, SourceReader
 from probegen.extract import ExtractOptions, extract
-from probegen.models import ModelSpec
+from probegen.model_spec import ModelSpec
 from probegen.tracking import WandbSettings, log_aggregation, sweep_group
 
 

@@ -32,6 +32,14 @@ class Scores:
     is_flipped: np.ndarray
 
 
+@dataclass
+class Outcomes(Scores):
+    """`Scores`, with whether each column got each unit right: `correct` bool [units, k]
+    (units: informative groups in `EvalSet.unit_rows` order, or rows)."""
+
+    correct: np.ndarray
+
+
 def _as_scores(S: np.ndarray, n: int) -> np.ndarray:
     """S as [n, k]. float32 stays float32: ranking and comparing scores is exact in either
     width (widening keeps order and ties), and float32 halves the memory traffic."""
@@ -84,22 +92,38 @@ class EvalSet:
         by_slot = np.argsort(slot, kind="stable")  # slot-major, groups in the same order
         self._slots = np.split(rows[by_slot], np.cumsum(np.bincount(slot))[:-1])
 
+    @property
+    def units(self) -> int:
+        """What accuracy averages over: informative groups (grouped) or rows."""
+        return self.n_groups if self.grouped else self.n_rows
+
+    def unit_rows(self) -> np.ndarray:
+        """One row per unit, in unit order (the order of `Outcomes.correct`): for grouped
+        sets the first row of each informative group, else every row."""
+        if not self.grouped:
+            return np.arange(self.n_rows)
+        return self._slots[0] if self.n_groups else np.zeros(0, dtype=np.int64)
+
     def grouped_accuracy(self, S: np.ndarray, negated: bool = False) -> np.ndarray:
         """Share of informative groups whose top-scoring row is true, per column of S
         (of -S when `negated`); NaN when no group is informative."""
         S = _as_scores(S, self.n_rows)
-        if negated:
-            return self._grouped_both(S)[S.shape[1] :]
-        return self._grouped_both(S, negated_too=False)
+        top, bottom = self._grouped_outcomes(S, negated_too=negated)
+        return _mean_or_nan(bottom if negated else top, S)
 
-    def _grouped_both(self, S: np.ndarray, negated_too: bool = True) -> np.ndarray:
-        """Grouped accuracy of the columns of S, then (`negated_too`) of those of -S, from one
-        walk over the slots: -S's top row is S's bottom row, with the same tie-break."""
+    def _grouped_outcomes(
+        self, S: np.ndarray, negated_too: bool = True
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Per informative group and column: is the top row of S true, and (`negated_too`)
+        is the top row of -S true — from one walk over the slots: -S's top row is S's
+        bottom row, with the same tie-break. bool [groups, k] each (None when not asked)."""
         k = S.shape[1]
         if not self.n_groups:
-            return np.full(2 * k if negated_too else k, np.nan)
+            empty = np.zeros((0, k), dtype=bool)
+            return empty, (empty if negated_too else None)
         top = S[self._slots[0]]  # [groups, k]: the best score so far
         top_true = np.repeat(self.labels[self._slots[0]][:, None], k, axis=1)
+        bottom_true = None
         if negated_too:
             bottom, bottom_true = top.copy(), top_true.copy()
         for rows in self._slots[1:]:
@@ -112,11 +136,7 @@ class EvalSet:
                 wins = score < bottom[:c]
                 np.minimum(bottom[:c], score, out=bottom[:c])
                 np.copyto(bottom_true[:c], true, where=wins)
-        accuracy = top_true.mean(axis=0)
-        if negated_too:
-            accuracy = np.concatenate([accuracy, bottom_true.mean(axis=0)])
-        nan = np.isnan(S).any(axis=0)
-        return np.where(np.tile(nan, 2) if negated_too else nan, np.nan, accuracy)
+        return top_true, bottom_true
 
     def auroc(self, S: np.ndarray) -> np.ndarray:
         """Area under the ROC curve per column: Mann-Whitney U of the true rows against the
@@ -137,29 +157,69 @@ class EvalSet:
             u[j] = below.sum() + 0.5 * (upto - below[tied]).sum()
         return np.where(np.isnan(S).any(axis=0), np.nan, u / (n_pos * n_neg))
 
-    def score(self, S: np.ndarray, signs: np.ndarray | None = None) -> Scores:
-        """Accuracy, AUROC and flips of each column of S on these rows.
+    def outcomes(
+        self,
+        S: np.ndarray,
+        signs: np.ndarray | None = None,
+        thresholds: np.ndarray | None = None,
+        with_auroc: bool = True,
+    ) -> Outcomes:
+        """Per unit and column of S, whether the column gets the unit right, with the
+        accuracy (their mean), AUROC and flips.
 
-        `signs=None` applies the "eval" policy (flip where the negated column scores higher);
-        otherwise each column is multiplied by its given sign (+1/-1) first ("train" policy).
+        `signs=None` is the "eval" policy: a column is negated where that scores higher on
+        these rows (grouped: accuracy, ungrouped: AUROC); ungrouped rows are then cut at
+        their own ROC point (`roc_thresholds`). With `signs`, each column is multiplied by its
+        sign; ungrouped rows are cut at `thresholds` (fixed elsewhere, on the scores after
+        the sign) when given, else at their own ROC point. `with_auroc=False` leaves AUROC
+        NaN where no rule needs it (it is the costly part for many columns).
         """
         S = _as_scores(S, self.n_rows)
         k = S.shape[1]
         if signs is not None:
             S = S * np.asarray(signs, dtype=S.dtype)[None, :]
-        au = self.auroc(S)
-        if self.grouped:
-            n, acc = self.n_groups, self._grouped_both(S, negated_too=signs is None)
+        needed = with_auroc or (signs is None and not self.grouped)
+        au = self.auroc(S) if needed else np.full(k, np.nan)
+        if signs is None:
+            flip = np.zeros(k, dtype=bool)
+            if self.grouped:
+                top, bottom = self._grouped_outcomes(S)
+                flip = _mean_or_nan(bottom, S, -1) > _mean_or_nan(top, S, -1)
+                correct = np.where(flip[None, :], bottom, top)
+            else:
+                flip = np.nan_to_num(1 - au, nan=-1) > np.nan_to_num(au, nan=-1)
+                S = np.where(flip[None, :], -S, S)
+                correct = self._cut(S, roc_thresholds(S, self.labels)[1])
+            au = np.where(flip, 1 - au, au)
         else:
-            both = S if signs is not None else np.hstack([S, -S])
-            n, acc = self.n_rows, roc_threshold_accuracy(both, self.labels)
-        if signs is not None:
-            return Scores(acc, au, n, np.asarray(signs) < 0)
-        au = np.concatenate([au, 1 - au])  # negating every score mirrors the ROC curve
-        chooser = acc if self.grouped else au
-        flip = np.nan_to_num(chooser[k:], nan=-1) > np.nan_to_num(chooser[:k], nan=-1)
-        pick = lambda v: np.where(flip, v[k:], v[:k])  # noqa: E731
-        return Scores(pick(acc), pick(au), n, flip)
+            flip = np.asarray(signs) < 0
+            if self.grouped:
+                correct = self._grouped_outcomes(S, negated_too=False)[0]
+            else:
+                cut = roc_thresholds(S, self.labels)[1] if thresholds is None else thresholds
+                correct = self._cut(S, np.asarray(cut, dtype=np.float64))
+        return Outcomes(_mean_or_nan(correct, S), au, self.units, flip, correct)
+
+    def _cut(self, S: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+        """Whether "score >= threshold" says each row's label, per column."""
+        return (S >= thresholds[None, :]) == self.labels[:, None]
+
+    def score(
+        self, S: np.ndarray, signs: np.ndarray | None = None, with_auroc: bool = True
+    ) -> Scores:
+        """Accuracy, AUROC and flips of each column of S on these rows (`outcomes` without
+        the per-unit outcomes): `signs=None` is the "eval" policy, else each column is
+        multiplied by its sign and ungrouped rows are cut at their own ROC point."""
+        result = self.outcomes(S, signs, with_auroc=with_auroc)
+        return Scores(result.accuracy, result.auroc, result.n, result.is_flipped)
+
+
+def _mean_or_nan(correct: np.ndarray, S: np.ndarray, fill: float = np.nan) -> np.ndarray:
+    """Accuracy per column: the mean over units; `fill` for a column with a NaN score or
+    when there is no unit."""
+    if not len(correct):
+        return np.full(S.shape[1], fill)
+    return np.where(np.isnan(S).any(axis=0), fill, correct.mean(axis=0))
 
 
 def grouped_accuracy(
@@ -177,12 +237,18 @@ def auroc(S: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 def roc_threshold_accuracy(S: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Accuracy when thresholding at the ROC point closest to (0, 1), per column."""
+    return roc_thresholds(S, labels)[0]
+
+
+def roc_thresholds(S: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column, the cut at the ROC point closest to (0, 1): its accuracy, and the
+    threshold t such that "score >= t" is that prediction (+inf: predict nothing true)."""
     S = np.asarray(S, dtype=np.float64).reshape(len(labels), -1)
     labels = np.asarray(labels, dtype=bool)
     n = len(labels)
     n_pos, n_neg = labels.sum(), n - labels.sum()
     if n_pos == 0 or n_neg == 0:
-        return np.full(S.shape[1], np.nan)
+        return np.full(S.shape[1], np.nan), np.full(S.shape[1], np.inf)
     order = np.argsort(-S, axis=0, kind="stable")
     s_sorted = np.take_along_axis(S, order, axis=0)
     pos_sorted = labels[order]
@@ -196,7 +262,9 @@ def roc_threshold_accuracy(S: np.ndarray, labels: np.ndarray) -> np.ndarray:
     cols = np.arange(S.shape[1])
     accuracy = (tp[best, cols] + n_neg - fp[best, cols]) / n
     # Predicting nothing as true is the ROC point (0, 0), at distance 1.
-    return np.where(dist[best, cols] <= 1.0, accuracy, n_neg / n)
+    nothing = dist[best, cols] > 1.0
+    threshold = np.where(nothing, np.inf, s_sorted[best, cols])
+    return np.where(nothing, n_neg / n, accuracy), threshold
 
 
 def score(

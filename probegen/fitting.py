@@ -15,7 +15,7 @@ import torch
 
 from probegen import blas
 from probegen.cache import Activations
-from probegen.evaluation import train_signs
+from probegen.null import LayerNull, fit_null, null_directions, train_fixing
 from probegen.probes import BaseProbe, FitFailed, NeedsGroups, OneClass, make_probe
 from probegen.results import NOT_CONVERGED
 from probegen.sources import ActivationSource
@@ -50,12 +50,14 @@ def fit_device(name: str) -> torch.device:
 
 
 class Fit(NamedTuple):
-    """One fitted probe: its direction and intercept, its train-split sign, its fit time,
-    and the `reason` its ok rows carry ("" for a clean fit; see `convergence_note`)."""
+    """One fitted probe: its direction and intercept; its sign and threshold fixed on its
+    train split (the train-fixed policy, `null.train_fixing`); its fit time; and the
+    `reason` its ok rows carry ("" for a clean fit; see `convergence_note`)."""
 
     coef: np.ndarray
     intercept: float
     sign: float
+    threshold: float
     seconds: float
     note: str = ""
 
@@ -78,12 +80,11 @@ def convergence_note(probe: BaseProbe) -> str:
 
 @dataclass
 class ProbeFitter:
-    """One job's probe algorithm (`probe`, its `params` and sign policy `sign`), fitted on
-    train set after train set, layer after layer."""
+    """One job's probe algorithm (`probe` and its `params`), fitted on train set after
+    train set, layer after layer."""
 
     probe: str
     params: dict = field(default_factory=dict)
-    sign: str = "eval"  # eval | train: with train, each fit's sign is fixed on its train split
     warm: dict[str, BaseProbe] = field(default_factory=dict)  # train dataset -> kept probe
 
     def new_probe(self) -> BaseProbe:
@@ -109,11 +110,12 @@ class ProbeFitter:
         coef = np.asarray(probe.coef_, dtype=np.float32)
         if not np.isfinite(coef).all():
             raise FitFailed("direction is not finite")
-        sign = 1.0
-        if self.sign == "train":
-            sign = float(train_signs(train.X @ coef, train.labels, train.groups)[0])
+        signs, thresholds = train_fixing(train.X @ coef, train.labels, train.groups)
         seconds = time.perf_counter() - start
-        return Fit(coef, float(probe.intercept_), sign, seconds, convergence_note(probe))
+        return Fit(
+            coef, float(probe.intercept_), float(signs[0]), float(thresholds[0]), seconds,
+            convergence_note(probe),
+        )  # fmt: skip
 
 
 @dataclass
@@ -131,9 +133,13 @@ def fit_layer(
     source: ActivationSource,
     layer: int,
     device: torch.device = torch.device("cpu"),
-) -> list[LayerFits]:
+    null: tuple[int, int] = (0, 0),
+) -> tuple[list[LayerFits], LayerNull | None]:
     """Fit each job's probe on each train dataset at `layer`: each train set is loaded once
-    for all jobs, and moved to `device` once (probes fit where their X lives). A train set
+    for all jobs, and moved to `device` once (probes fit where their X lives). With `null` =
+    (R, seed), R > 0, the layer's R null directions are drawn (`null.null_directions`) and
+    their train-fixed signs and thresholds fixed on each train set too (`null.fit_null`),
+    once for all jobs. A train set
     that cannot be loaded, a probe that does not apply and a fit that raises are recorded
     in `unfit`, never raised: one bad fit must not stop a sweep.
 
@@ -142,6 +148,8 @@ def fit_layer(
     in threads: the solvers' many small steps hold the GIL, so two fits at a time in two
     threads are slower than one after the other."""
     fitted = [LayerFits() for _ in fitters]
+    count, seed = null
+    layer_null = None
     with blas.one_thread_each():
         for name in train_sets:
             try:
@@ -152,6 +160,11 @@ def fit_layer(
                 for layer_fits in fitted:
                     layer_fits.unfit[name] = ("failed", f"{type(err).__name__}: {err}")
                 continue
+            if count:
+                if layer_null is None:
+                    directions = null_directions(train.X.shape[1], count, seed, layer)
+                    layer_null = LayerNull(directions, {})
+                layer_null.fits[name] = fit_null(train, layer_null.directions)
             for fitter, layer_fits in zip(fitters, fitted, strict=True):
                 try:
                     fit = layer_fits.fits[name] = fitter.fit(train, name, X)
@@ -164,4 +177,4 @@ def fit_layer(
                     continue
                 if fit.note:
                     log.warning("%s on %s layer %d: %s", fitter.probe, name, layer, fit.note)
-    return fitted
+    return fitted, layer_null

@@ -23,9 +23,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from safetensors.torch import save_file
 
-from probegen import datasets
+from probegen import datasets, outcomes
 from probegen.hydra_callbacks import write_status
-from probegen.models import ModelSpec
+from probegen.model_spec import ModelSpec
 from probegen.results import unconverged_fits
 from probegen.sources import CacheSource
 from probegen.sweep import JobOutput, JobSpec, run_job, run_jobs
@@ -56,17 +56,18 @@ def job_spec(cfg: DictConfig) -> JobSpec:
         eval=selection(evaluation["datasets"]),
         layers=layer_selection(cfg.layer),
         probe_params=OmegaConf.to_container(cfg.probe.params, resolve=True),
-        sign=str(evaluation.get("sign", "eval")),
+        null_directions=int(evaluation.get("null_directions", JobSpec.null_directions)),
         seed=int(cfg.seed),
         device=str(cfg.device),
     )
 
 
 def write_outputs(output: JobOutput, out_dir: Path, spec: JobSpec) -> tuple[Path, Path]:
-    """results.parquet and probes.safetensors in the job's output folder (docs/design.md §7). The
-    safetensors file holds one direction per "<train dataset>/layer.<i>"; its metadata the
-    model, probe, probe params and, as JSON under "intercepts", each direction's intercept
-    (a probe's score is X @ direction + intercept)."""
+    """results.parquet, probes.safetensors and outcomes.safetensors in the job's output
+    folder (docs/design.md §7). probes.safetensors holds one direction per
+    "<train dataset>/layer.<i>"; its metadata the model, probe, probe params and, as JSON
+    under "intercepts", each direction's intercept (a probe's score is X @ direction +
+    intercept). outcomes.safetensors is `probegen.outcomes`'s file."""
     out_dir.mkdir(parents=True, exist_ok=True)
     results_path, probes_path = out_dir / "results.parquet", out_dir / "probes.safetensors"
     output.results.to_parquet(results_path, index=False)
@@ -78,6 +79,8 @@ def write_outputs(output: JobOutput, out_dir: Path, spec: JobSpec) -> tuple[Path
         "intercepts": json.dumps(output.intercepts, sort_keys=True),
     }
     save_file(tensors, str(probes_path), metadata=metadata)
+    if output.outcomes is not None:
+        outcomes.write(out_dir / outcomes.FILE, output.outcomes)
     return results_path, probes_path
 
 
@@ -99,7 +102,10 @@ def run_probe_job(
         else:
             output = run_job(spec, CacheSource(cache_dir, spec.model))
         results_path, _ = write_outputs(output, out_dir, spec)
-        tracker.log_results(output.results, out_dir / "heatmap.png", title=f"{spec.model} {name}")
+        tracker.log_results(
+            output.results, out_dir / "heatmap.png", title=f"{spec.model} {name}",
+            outcomes_file=out_dir / outcomes.FILE,
+        )  # fmt: skip
     counts = output.results["status"].value_counts().to_dict()
     # ok rows of a fit that stopped before converging are still ok: counted apart
     unconverged = unconverged_fits(output.results)

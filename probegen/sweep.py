@@ -19,8 +19,9 @@ import pandas as pd
 
 from probegen import cache
 from probegen.fitting import ProbeFitter, convergence_note, fit_device, fit_layer
-from probegen.results import RESULT_COLUMNS
-from probegen.scoring import EvalRows, JobRows, score_layer
+from probegen.outcomes import JobOutcomes
+from probegen.results import frame
+from probegen.scoring import EvalRows, JobRows, NullLog, job_outcomes, score_layer
 from probegen.sources import ActivationSource, CacheSource
 
 # Read from here by scripts and tests that predate the split into modules.
@@ -39,21 +40,22 @@ class JobSpec:
     eval: Sequence[str]
     layers: Sequence[int] | None = None  # None: every layer cached for all datasets
     probe_params: dict = field(default_factory=dict)
-    sign: str = "eval"  # eval | train (docs/design.md §6)
     seed: int = 0
+    null_directions: int = 200  # random directions per layer for the null (design §6); 0: none
     device: str = "cpu"  # where probes are fitted: cpu | cuda | cuda:N | auto (`fit_device`)
 
 
 @dataclass
 class JobOutput:
-    """What a job computed: its result rows and its fitted directions."""
+    """What a job computed: its result rows, fitted directions and per-unit outcomes."""
 
     results: pd.DataFrame
     directions: dict[str, np.ndarray]  # "<train dataset>/layer.<i>" -> [hidden] float32
     intercepts: dict[str, float] = field(default_factory=dict)  # same keys -> intercept_
+    outcomes: JobOutcomes | None = None
 
 
-def resolve_layers(spec: JobSpec, source: ActivationSource) -> list[int]:
+def job_layers(spec: JobSpec, source: ActivationSource) -> list[int]:
     """The layers to sweep; every dataset must have them (opening each checks it is cached)."""
     per_dataset = {d: set(source.layers(d)) for d in dict.fromkeys([*spec.train, *spec.eval])}
     common = set.intersection(*per_dataset.values())
@@ -87,6 +89,7 @@ def shared_pass_key(spec: JobSpec) -> tuple:
         tuple(spec.eval),
         None if spec.layers is None else tuple(spec.layers),
         spec.seed,
+        spec.null_directions,
         spec.device,
     )
 
@@ -97,7 +100,7 @@ def run_job(spec: JobSpec, source: ActivationSource) -> JobOutput:
 
 
 def run_jobs(specs: Sequence[JobSpec], source: ActivationSource) -> list[JobOutput]:
-    """Several jobs that differ only in their probe (algorithm, params, sign policy) in one
+    """Several jobs that differ only in their probe (algorithm and params) in one
     pass: each train set is loaded once per layer for all of them, and each eval set is
     read, converted and multiplied once per layer by the directions of every job (one
     [hidden, jobs × train sets] matrix). Each job's output is what `run_job` alone gives,
@@ -105,19 +108,20 @@ def run_jobs(specs: Sequence[JobSpec], source: ActivationSource) -> list[JobOutp
     if not specs:
         return []
     for spec in specs:
-        if spec.sign not in ("eval", "train"):
-            raise ValueError(f"eval.sign={spec.sign!r}: use eval or train")
+        if not 0 <= spec.null_directions <= np.iinfo(np.uint16).max:
+            raise ValueError(f"eval.null_directions={spec.null_directions}: use 0 … 65535")
         if shared_pass_key(spec) != shared_pass_key(specs[0]):
             raise ValueError(
                 f"jobs {specs[0].probe!r} and {spec.probe!r} differ in more than the probe "
-                "(model, train, eval, layer, seed and device must match to share a pass)"
+                "(model, train, eval, layer, seed, null and device must match to share a pass)"
             )
     first = specs[0]
     device = fit_device(first.device)
-    layers = resolve_layers(first, source)
+    layers = job_layers(first, source)
     depth = model_depth(first, source)
-    fitters = [ProbeFitter(spec.probe, spec.probe_params, spec.sign) for spec in specs]
-    rows = [JobRows(spec.model, spec.probe, spec.sign) for spec in specs]
+    fitters = [ProbeFitter(spec.probe, spec.probe_params) for spec in specs]
+    rows = [JobRows(spec.model, spec.probe) for spec in specs]
+    null_log = NullLog(first.null_directions)
     directions: list[dict[str, np.ndarray]] = [{} for _ in specs]
     intercepts: list[dict[str, float]] = [{} for _ in specs]
     eval_rows: dict[str, EvalRows] = {}
@@ -125,7 +129,8 @@ def run_jobs(specs: Sequence[JobSpec], source: ActivationSource) -> list[JobOutp
     if device.type != "cpu":
         log.info("%s %s: probes fitted on %s", first.model, probes, device)
     for layer in layers:
-        fitted = fit_layer(fitters, first.train, source, layer, device)
+        null_spec = (first.null_directions, first.seed)
+        fitted, null = fit_layer(fitters, first.train, source, layer, device, null_spec)
         for job, layer_fits in enumerate(fitted):
             for name, (status, reason) in layer_fits.unfit.items():
                 rows[job].add_unscored(name, layer, first.eval, status, reason)
@@ -133,14 +138,13 @@ def run_jobs(specs: Sequence[JobSpec], source: ActivationSource) -> list[JobOutp
                 directions[job][f"{name}/layer.{layer}"] = fit.coef
                 intercepts[job][f"{name}/layer.{layer}"] = fit.intercept
         fits = [layer_fits.fits for layer_fits in fitted]
-        score_layer(rows, fits, source, layer, first.eval, first.seed, eval_rows)
+        score_layer(rows, fits, source, layer, first.eval, first.seed, eval_rows, null, null_log)
         log.info("%s %s layer %d: %d probes fitted", first.model, probes, layer,
                  sum(map(len, fits)))  # fmt: skip
     outputs = []
     for job_rows, job_directions, job_intercepts in zip(rows, directions, intercepts, strict=True):
-        results = pd.DataFrame(job_rows.rows, columns=RESULT_COLUMNS)
-        results["auroc"] = results["auroc"].astype("Float64")
-        # One value for the whole job, so stage 3 knows the depth without the model code.
-        results["depth"] = pd.array([depth] * len(results), dtype="Int64")
-        outputs.append(JobOutput(results, job_directions, job_intercepts))
+        # One depth for the whole job, so stage 3 knows it without the model code.
+        results = frame(job_rows.rows, depth)
+        outcomes = job_outcomes(job_rows, first.train, null_log)
+        outputs.append(JobOutput(results, job_directions, job_intercepts, outcomes))
     return outputs

@@ -1,11 +1,12 @@
 """Weights & Biases tracking: one W&B run per probe job (docs/design.md §2, §7), and one per
 aggregation, in the sweep's group (job type `aggregate`, docs/design.md §8).
 
-`tracked_run` opens a run, yields a `Tracker` that logs the results table (summary metrics,
-the whole table, a train x eval heatmap) or the aggregation's report (headline numbers as
-the summary, every figure, the report page) and always finishes the run, also when the job
-fails. `wandb.mode=offline` (default) needs no account and no network; `disabled` makes
-every W&B call a no-op; `online` uses the user's `wandb login`.
+`tracked_run` opens a run, yields a `Tracker` that logs the results table (the whole table,
+plus the summary metrics and train x eval heatmap of `probegen.job_summary`) or the
+aggregation's report (headline numbers as the summary, every figure, the report page) and
+always finishes the run, also when the job fails. `wandb.mode=offline` (default) needs no
+account and no network; `disabled` makes every W&B call a no-op; `online` uses the user's
+`wandb login`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from probegen.results import unconverged_fits
+from probegen.job_summary import draw_heatmap, plain, summarize
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +61,14 @@ class Tracker:
         return self.run.url if self.mode == "online" else None
 
     def log_results(
-        self, results: pd.DataFrame, heatmap: Path | None = None, title: str | None = None
+        self,
+        results: pd.DataFrame,
+        heatmap: Path | None = None,
+        title: str | None = None,
+        outcomes_file: Path | None = None,
     ) -> None:
-        """Summary metrics, the whole table, and the heatmap PNG (when given) into the run.
+        """Summary metrics, the whole table, the heatmap PNG (when given) and the job's
+        outcomes file (when given) into the run.
 
         With `title`, the heatmap is first drawn to the `heatmap` path (`draw_heatmap`);
         without, `heatmap` is an existing PNG.
@@ -75,6 +81,9 @@ class Tracker:
         logged: dict[str, Any] = {"results": to_wandb_table(results)}
         if heatmap is not None:
             logged["heatmap"] = wandb.Image(str(heatmap))
+        if outcomes_file is not None and outcomes_file.is_file():
+            # stage 3 pulls it from the run for its intervals (docs/design.md §7)
+            self.run.save(str(outcomes_file), base_path=str(outcomes_file.parent), policy="now")
         # wandb cuts a run's table at Table.MAX_ROWS (10,000) rows; a 14B job has more, and
         # the aggregation stage reads this table, so it must be whole.
         default_max = wandb.Table.MAX_ROWS
@@ -115,7 +124,8 @@ def log_aggregation(
 
 
 def flat_summary(summary: dict) -> dict[str, Any]:
-    """summary.json's per-model headline numbers and random baseline as flat W&B summary keys
+    """summary.json's per-model headline numbers, null baseline and robust headline (its
+    train-fixed and eval-sign policies) as flat W&B summary keys
     (`<model>/headline/best_probe/recovered`, ...): numbers, strings and booleans only;
     labels and the reference study's numbers are left out (they are the same in every run)."""
     out: dict[str, Any] = {}
@@ -129,8 +139,12 @@ def flat_summary(summary: dict) -> dict[str, Any]:
             out[prefix] = value
 
     for model, numbers in summary.get("models", {}).items():
-        for key in ("later_layer", "headline", "random_baseline", "problem"):
+        for key in ("later_layer", "headline", "null_baseline", "problem"):
             walk(f"{model}/{key}", numbers.get(key))
+        robust = numbers.get("robust") or {}
+        walk(f"{model}/robust/available", robust.get("available"))
+        for policy, headline in (robust.get("headlines") or {}).items():
+            walk(f"{model}/robust/{policy}", headline)
     return out
 
 
@@ -201,117 +215,12 @@ def tracked_run(
     run.finish()
 
 
-def _plain(value: Any) -> Any:
-    """pandas/numpy scalars -> python values, missing (NA, NaN, None) -> None, for wandb."""
-    if pd.isna(value):
-        return None
-    return value.item() if hasattr(value, "item") else value
-
-
 def to_wandb_table(results: pd.DataFrame) -> Any:
     """The results as a wandb.Table, same columns in the same order, missing values as None."""
     import wandb
 
-    rows = [[_plain(v) for v in row] for row in results.itertuples(index=False, name=None)]
+    rows = [[plain(v) for v in row] for row in results.itertuples(index=False, name=None)]
     return wandb.Table(columns=[str(c) for c in results.columns], data=rows)
-
-
-def _validation_ok(results: pd.DataFrame) -> pd.DataFrame:
-    ok = results[(results["status"] == "ok") & (results["eval_split"] == "validation")]
-    return ok.dropna(subset=["accuracy"]).astype({"accuracy": float})
-
-
-def summarize(results: pd.DataFrame) -> dict[str, Any]:
-    """Run-level numbers: row counts by status, fits that stopped before converging
-    (`unconverged_fits`: their rows are ok, their reason says so), and mean/best validation
-    accuracy (ok rows)."""
-    counts = results["status"].value_counts()
-    summary: dict[str, Any] = {
-        f"rows/{s}": int(counts.get(s, 0)) for s in ("ok", "skipped", "failed")
-    }
-    if summary["rows/ok"]:  # only a fit with ok rows can be an unconverged one
-        summary["unconverged_fits"] = unconverged_fits(results)
-    val = _validation_ok(results)
-    in_dist = val[val["train_dataset"] == val["eval_dataset"]]
-    cross = val[val["train_dataset"] != val["eval_dataset"]]
-    for key, part in (("all", val), ("in_dist", in_dist), ("cross", cross)):
-        if len(part):
-            summary[f"val_accuracy/{key}"] = float(part["accuracy"].mean())
-    if len(in_dist):
-        best = in_dist.loc[in_dist["accuracy"].idxmax()]
-        summary["best_in_dist/accuracy"] = float(best["accuracy"])
-        for col in ("train_dataset", "layer", "probe"):
-            if col in best:
-                summary[f"best_in_dist/{col}"] = _plain(best[col])
-    return summary
-
-
-def _choose_layers(val: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Keep, per train dataset, the rows of one layer; return them and the chosen layers.
-
-    The layer is the one with the best in-distribution validation accuracy (train == eval);
-    a train dataset that is never evaluated on itself falls back to its best mean validation
-    accuracy over all eval datasets. Selecting on validation is fine for a per-job overview
-    (the report's thresholds select on train-hparams, docs/design.md §8). Several probes in one
-    table are averaged.
-    """
-    kept, layers = [], {}
-    for train, rows in val.groupby("train_dataset", sort=False):
-        in_dist = rows[rows["eval_dataset"] == train]
-        by_layer = (in_dist if len(in_dist) else rows).groupby("layer")["accuracy"].mean()
-        layers[train] = by_layer.idxmax()
-        kept.append(rows[rows["layer"] == layers[train]])
-    return pd.concat(kept), layers
-
-
-def _dataset_order(val: pd.DataFrame) -> tuple[list[str], list[str]]:
-    """Rows: train datasets as they come. Columns: the same, so the diagonal is in-distribution
-    (a train set never evaluated on gets a grey column), then eval-only sets like truthful_qa."""
-    trains = list(dict.fromkeys(val["train_dataset"]))
-    return trains, trains + [e for e in dict.fromkeys(val["eval_dataset"]) if e not in trains]
-
-
-def draw_heatmap(results: pd.DataFrame, path: Path, title: str) -> Path | None:
-    """Train x eval heatmap of validation accuracy (%, ok rows) at each train set's best layer.
-
-    Returns the PNG path, or None (logged) when there is no ok validation row to draw.
-    """
-    val = _validation_ok(results)
-    if val.empty:
-        log.warning("no heatmap for %s: no ok validation rows", title)
-        return None
-    # A bare Figure draws with Agg: no display, and no pyplot state or backend switch that
-    # could leak into the caller.
-    from matplotlib import colormaps
-    from matplotlib.figure import Figure
-
-    chosen, layers = _choose_layers(val)
-    trains, evals = _dataset_order(val)
-    grid = chosen.pivot_table(
-        index="train_dataset", columns="eval_dataset", values="accuracy", aggfunc="mean"
-    ).reindex(index=trains, columns=evals)
-    # Pairs with no ok row: light grey, no number.
-    cmap = colormaps["viridis"].with_extremes(bad="#dddddd")  # colour-blind safe, sequential
-
-    fig = Figure(figsize=(10, 9))
-    ax = fig.subplots()
-    # Fixed 0..1 scale so heatmaps of different jobs can be compared by eye.
-    image = ax.imshow(grid.to_numpy(dtype=float), cmap=cmap, vmin=0.0, vmax=1.0)
-    for (i, j), acc in pd.DataFrame(grid.to_numpy()).stack().dropna().items():
-        # Dark text on the light (high) end of viridis, white on the dark end.
-        colour = "black" if acc >= 0.6 else "white"
-        ax.text(j, i, f"{100 * acc:.0f}", ha="center", va="center", fontsize=7, color=colour)
-    ax.set_xticks(range(len(evals)), evals, rotation=60, ha="right", rotation_mode="anchor")
-    ax.set_yticks(range(len(trains)), [f"{t} (L{layers[t]})" for t in trains])
-    ax.tick_params(labelsize=8)
-    ax.set_xlabel("evaluated on")
-    ax.set_ylabel("trained on (layer shown)")
-    ax.set_title(title)
-    fig.colorbar(image, ax=ax, shrink=0.8, label="validation accuracy")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=150, bbox_inches="tight")
-    return path
 
 
 def sweep_group(hydra_sweep_dir: str | None) -> str:

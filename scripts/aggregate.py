@@ -1,9 +1,11 @@
 """Stage 3: `python scripts/aggregate.py [model=14b] [sweep_dir=…] [source=wandb]`
 (docs/design.md §8).
 
-Pulls a probe sweep's results, computes recovered accuracy, draws the original analysis'
-fourteen figures and probegen's own views, and writes summary.json, summary.md and
-report.html (default: reports/<model>/).
+Pulls a probe sweep's results and outcomes, computes the robust view (chance-corrected
+recovery against the random directions' null, with bootstrap intervals) and the original's
+recovered accuracy, draws the robust matrix, the original analysis' fourteen figures and
+probegen's own views, and writes summary.json, summary.md and report.html (default:
+reports/<model>/).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from probegen.aggregate import newest_sweep, read_local, read_wandb
 from probegen.aggregate.run import aggregate, default_out_dir
-from probegen.models import model_name
+from probegen.model_spec import model_name
 from probegen.tracking import WandbSettings, log_aggregation, sweep_group
 
 log = logging.getLogger("aggregate")
@@ -39,7 +41,7 @@ def sweep_dirs(
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="aggregate")
 def main(cfg: DictConfig) -> None:
-    # the name conf/probe.yaml's sweep folder and the jobs' results use (probegen.models)
+    # the name conf/probe.yaml's sweep folder and the jobs' results use (probegen.model_spec)
     model = model_name(cfg.model)
     if cfg.source == "wandb":
         pulled = read_wandb(cfg.wandb.project, cfg.wandb.entity, cfg.wandb_group)
@@ -54,7 +56,8 @@ def main(cfg: DictConfig) -> None:
     models = sorted(pulled.results["model"].unique())
     out_dir = Path(cfg.out_dir) if cfg.out_dir else default_out_dir(models)
     page = aggregate(pulled, out_dir, cfg.depth, _list(cfg.figures), cfg.later_layer,
-                     cfg.cache_dir)  # fmt: skip
+                     cfg.cache_dir, resamples=int(cfg.robust.resamples),
+                     seed=int(cfg.robust.seed))  # fmt: skip
     print(f"report: {page}\nsummary: {out_dir / 'summary.md'}")
     settings = WandbSettings(**OmegaConf.to_container(cfg.wandb, resolve=True), dir=str(out_dir))
     if settings.mode != "disabled":

@@ -26,6 +26,12 @@ between the processes sharing them) of the benchmark and its workers, sampled ev
   python scripts/bench_probe.py --probes lr,lr-g             # LR's grid (unconv: fits that
                                                              # did not converge)
   python scripts/bench_probe.py --device cuda            # probes fitted on the GPU
+  python scripts/bench_probe.py --workers 2 --null-overhead  # the grid without the null
+                                                 # (eval.null_directions=0), then with it
+
+Every job also scores the null (`--null-directions`, default 200 as in `eval.null_directions`)
+and collects the per-unit outcomes it writes; `--null-overhead` times the grid first with
+no null, then with it, in the same run, and prints the ratio.
 
 `--device` is the probe job's `device=`: where the probes are fitted (each train set is
 moved there once per layer). Scoring stays on the CPU, as in the job.
@@ -168,6 +174,7 @@ class PeakMemory:
 _SOURCE: SyntheticSource | None = None
 _NAMES: tuple[list[str], list[str]] = ([], [])
 _DEVICE = "cpu"
+_NULL = JobSpec.null_directions
 
 
 def _limit_threads(threads: int) -> None:
@@ -183,7 +190,10 @@ def run_batch(probes: list[str]) -> list[tuple]:
     mean validation accuracy)."""
     start = time.perf_counter()
     train, evals = _NAMES
-    specs = [JobSpec("bench", p, train=train, eval=evals, device=_DEVICE) for p in probes]
+    specs = [
+        JobSpec("bench", p, train=train, eval=evals, device=_DEVICE, null_directions=_NULL)
+        for p in probes
+    ]
     outputs = run_jobs(specs, _SOURCE)
     seconds = time.perf_counter() - start
     summary = []
@@ -197,8 +207,24 @@ def run_batch(probes: list[str]) -> list[tuple]:
     return summary
 
 
+def run_grid(batches: list[list[str]], workers: int, threads: int):
+    """The grid's batches on `workers` processes: (per-batch summaries, wall s, peak GB)."""
+    with PeakMemory() as memory:
+        total = time.perf_counter()
+        if workers == 1:
+            per_batch = [run_batch(b) for b in batches]
+        else:
+            # fork: workers share the parent's activations; chunksize 1 hands each free
+            # worker the next batch in order, as joblib does
+            context = multiprocessing.get_context("fork")
+            with context.Pool(workers, _limit_threads, (threads,)) as pool:
+                per_batch = list(pool.imap(run_batch, batches, chunksize=1))
+        wall = time.perf_counter() - total
+    return per_batch, wall, memory.peak / 2**30
+
+
 def main() -> None:
-    global _SOURCE, _NAMES, _DEVICE
+    global _SOURCE, _NAMES, _DEVICE, _NULL
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--probes", default=",".join(STUDY_PROBES))
     parser.add_argument("--train", type=int, default=17, help="train datasets")
@@ -208,6 +234,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="worker processes")
     parser.add_argument("--alone", action="store_true", help="each job on its own pass")
     parser.add_argument("--device", default="cpu", help="where probes are fitted (job's device=)")
+    parser.add_argument("--null-directions", type=int, default=JobSpec.null_directions)
+    parser.add_argument(
+        "--null-overhead", action="store_true", help="time the grid without the null first"
+    )
     args = parser.parse_args()
     _DEVICE = args.device
 
@@ -233,18 +263,13 @@ def main() -> None:
         weights = [probe_weight(p) for p in probes]
         plan = plan_worker_batches(["grid"] * len(probes), args.workers, weights)
         batches = [[probes[i] for i in batch] for batch in plan]
-    with PeakMemory() as memory:
-        total = time.perf_counter()
-        if args.workers == 1:
-            per_batch = [run_batch(b) for b in batches]
-        else:
-            # fork: workers share the parent's activations; chunksize 1 hands each free
-            # worker the next batch in order, as joblib does
-            context = multiprocessing.get_context("fork")
-            with context.Pool(args.workers, _limit_threads, (threads,)) as pool:
-                per_batch = list(pool.imap(run_batch, batches, chunksize=1))
-        wall = time.perf_counter() - total
-    peak_gb = memory.peak / 2**30
+    baseline = None
+    if args.null_overhead:
+        _NULL = 0
+        _, baseline, _ = run_grid(batches, args.workers, threads)
+        print(f"grid without the null (null_directions=0): {baseline:.1f}s")
+    _NULL = args.null_directions
+    per_batch, wall, peak_gb = run_grid(batches, args.workers, threads)
     print(
         f"\n{'probe':8} {'batch s':>8} {'fit s':>7} {'fits':>5} {'unconv':>6} {'ok rows':>8} "
         f"{'mean val acc':>12}"
@@ -257,6 +282,12 @@ def main() -> None:
         f"\ngrid wall time {wall:.1f}s (target < 180s: {'PASS' if wall < 180 else 'FAIL'}); "
         f"peak memory {peak_gb:.2f} GB (target < 4 GB: {'PASS' if peak_gb < 4 else 'FAIL'})"
     )
+    if baseline is not None:
+        added = wall / baseline - 1
+        print(
+            f"the null ({_NULL} directions) and the outcomes add {100 * added:.1f}% to the grid "
+            f"time (target < 25%: {'PASS' if added < 0.25 else 'FAIL'})"
+        )
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ def threads(request):
 
 @pytest.fixture(scope="session")
 def tiny():
-    from probegen.models import ModelSpec, load_model
+    from probegen.model_spec import ModelSpec
+    from probegen.models import load_model
 
     return load_model(ModelSpec.from_values("tiny", device="cpu"))

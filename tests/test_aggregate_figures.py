@@ -1,6 +1,7 @@
-"""The original's fourteen figures and probegen's views from a synthetic sweep: every PNG
-drawn and read back, captions naming the data-driven choices, clean skips when inputs are
-missing. (The numbers behind each figure are checked in test_aggregate_tables.py.)"""
+"""The robust view's matrix, the original's fourteen figures and probegen's views from a
+synthetic sweep: every PNG drawn and read back, captions naming the data-driven choices,
+pairs that do not beat the null greyed out, clean skips when inputs are missing. (The
+numbers behind each figure are checked in test_aggregate_tables.py.)"""
 
 from __future__ import annotations
 
@@ -14,11 +15,13 @@ import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
-from study_results import study_results
+from study_results import study_results, study_sweep
 
-from probegen.aggregate import style
+from probegen.aggregate import style, tables
 from probegen.aggregate.chance import truthful_qa_chance
-from probegen.aggregate.figures import EXTRA, FIGURES, draw_all
+from probegen.aggregate.figures import EXTRA, FIGURES, ROBUST, draw_all
+from probegen.aggregate.figures.robust import greyed_cells
+from probegen.aggregate.robust import RobustStudy, robust_analysis
 from probegen.aggregate.study import Study, model_depth
 
 ORIGINAL = [
@@ -33,11 +36,26 @@ def full_study() -> Study:
     return Study.build(study_results(), truthful_qa_chance=0.2351)
 
 
-def test_every_figure_is_drawn_read_back_and_captioned(full_study, tmp_path):
-    drawn = draw_all(full_study, tmp_path)
-    assert list(FIGURES) == ORIGINAL
-    assert [d.name for d in drawn] == ORIGINAL + list(EXTRA)
+@pytest.fixture(scope="module")
+def full_robust(full_study) -> RobustStudy:
+    _, jobs = study_sweep()  # the outcomes of study_results()' sweep
+    return robust_analysis(full_study.results, jobs, full_study.depth, resamples=100)
+
+
+@pytest.fixture(scope="module")
+def planted() -> tuple[Study, RobustStudy]:
+    """got_larger_than's probes do not transfer; open_book_qa is not learned."""
+    results, jobs = study_sweep(local=("got_larger_than",), unlearned=("open_book_qa",))
+    study = Study.build(results, null_directions=200)
+    return study, robust_analysis(results, jobs, study.depth, resamples=100)
+
+
+def test_every_figure_is_drawn_read_back_and_captioned(full_study, full_robust, tmp_path):
+    drawn = draw_all(full_study, tmp_path, robust=full_robust)
+    assert list(FIGURES) == ORIGINAL and list(ROBUST) == ["robust_matrix"]
+    assert [d.name for d in drawn] == ["robust_matrix"] + ORIGINAL + list(EXTRA)
     assert {d.section for d in drawn if d.name in FIGURES} == {"original"}
+    assert drawn[0].section == "robust"
     assert all(name.startswith("x_") for name in EXTRA)
     best = str(full_study.best)
     for d in drawn:
@@ -59,6 +77,61 @@ def test_every_figure_is_drawn_read_back_and_captioned(full_study, tmp_path):
         "23.5%" in captions["r4_truthful_qa"] and "Llama-2-13B-chat" in captions["r4_truthful_qa"]
     )
     assert "Llama-2-13B-chat" in captions["v3_repe"]
+    # the null replaces the single random direction as the baseline
+    for name in ("r2_probes", "x_in_dist_by_layer", "x_cross_by_algorithm"):
+        assert (
+            "null (mean of random directions, each direction's sign chosen on the eval "
+            "set)" in captions[name]
+        ), name
+    assert "Every trained-on dataset was learned" in captions["robust_matrix"]
+    assert "truthful_qa" in captions["robust_matrix"]  # never trained on: absent, named
+
+
+def test_robust_matrix_greys_the_pairs_that_do_not_beat_the_null(planted, tmp_path):
+    study, robust = planted
+    table = tables.robust_matrix_table(study, robust)
+    names = list(table.ccr.index)
+    # open_book_qa is not learned and truthful_qa never trained on: both absent
+    assert "open_book_qa" not in names and "truthful_qa" not in names and len(names) == 6
+    assert names == [d for d in study.datasets if d in names]  # the study's train order
+    expected = np.zeros((6, 6), dtype=bool)
+    expected[names.index("got_larger_than")] = True  # its probes stay at the null elsewhere
+    np.fill_diagonal(expected, False)  # own cells are not tested, never greyed
+    assert (greyed_cells(table) == expected).all()
+
+    figure = ROBUST["robust_matrix"][0](study, robust)
+    ax = figure.axes[0]
+    grey, values = ax.images  # the grey layer under the coloured values
+    assert (~np.ma.getmaskarray(grey.get_array()) == expected).all()
+    assert (np.ma.getmaskarray(values.get_array()) == expected).all()
+    assert np.allclose(values.get_array().compressed(), table.ccr.to_numpy()[~expected])
+    # every value written, greyed ones too, still legible (dark grey on light grey)
+    texts = {(round(t.get_position()[1]), round(t.get_position()[0])): t for t in ax.texts}
+    assert len(texts) == 36
+    row = names.index("got_larger_than")
+    other = (row + 1) % 6
+    assert float(texts[row, other].get_text()) == pytest.approx(table.ccr.iloc[row, other],
+                                                                abs=0.005)  # fmt: skip
+    assert texts[row, other].get_color() == "#4d4d4d"
+    hatched = [p for p in ax.patches if p.get_hatch()]
+    outlined = [p for p in ax.patches if not p.get_hatch()]
+    assert len(hatched) == 5 and len(outlined) == 6  # five greyed pairs, six own cells
+    assert [t.get_text() for t in ax.get_yticklabels()] == names
+
+    (drawn,) = draw_all(study, tmp_path, only=["robust_matrix"], robust=robust)
+    assert drawn.path is not None and drawn.section == "robust"
+    assert "open_book_qa, threshold" in drawn.caption and "200 random directions" in drawn.caption
+    assert "Never trained on (no threshold), so absent: truthful_qa" in drawn.caption
+
+
+def test_robust_matrix_without_a_robust_view_is_skipped_saying_why(full_study, tmp_path):
+    (drawn,) = draw_all(full_study, tmp_path, only=["robust_matrix"])
+    assert drawn.path is None and "not computed" in drawn.skipped
+    old = study_results(null=False)
+    study = Study.build(old)
+    robust = robust_analysis(old, [], study.depth)
+    (drawn,) = draw_all(study, tmp_path, only=["robust_matrix"], robust=robust)
+    assert drawn.path is None and "lack the null columns" in drawn.skipped
 
 
 def test_r4_without_a_cached_chance_level_says_so(tmp_path):
@@ -95,7 +168,8 @@ def test_figures_without_their_inputs_are_skipped_with_a_reason(tmp_path, caplog
     with caplog.at_level(logging.INFO):
         drawn = {d.name: d for d in draw_all(Study.build(results), tmp_path)}
     skipped = {name: d.skipped for name, d in drawn.items() if d.skipped}
-    assert set(skipped) == {"r4_truthful_qa", "v1_arc_easy", "v2_got", "v3_repe", "v4_lda"}
+    assert set(skipped) == {"robust_matrix", "r4_truthful_qa", "v1_arc_easy", "v2_got",
+                            "v3_repe", "v4_lda"}  # fmt: skip
     assert "truthful_qa" in skipped["r4_truthful_qa"]
     assert "arc_easy" in skipped["v1_arc_easy"]
     assert "lda" in skipped["v4_lda"] and "lat" in skipped["v3_repe"]
@@ -123,13 +197,15 @@ def test_orders_follow_mean_recovered_accuracy_over_all_rows():
     # make lr clearly the best algorithm and imdb the best train dataset, own rows included
     results.loc[results["probe"] == "lr", "accuracy"] *= 1.3
     results.loc[results["train_dataset"] == "imdb", "accuracy"] *= 1.2
-    results.loc[results["probe"] == "random", "accuracy"] = 1.0  # never ordered first
+    results.loc[results["probe"] == "random", "accuracy"] = 1.0  # not in the analysis at all
+    results["null_mean"] = 1.0  # the null: never ordered first either
     results["accuracy"] = results["accuracy"].clip(0, 1)
     study = Study.build(results)
-    assert study.algorithms == ["lr", "dim", "random"]  # the baseline always last
+    assert study.algorithms == ["lr", "dim", "null"]  # the baseline always last
+    assert study.variants == ["random"]  # a listed probe, not the baseline
     assert study.datasets[0] == "imdb"
     assert study.eval_only == ["truthful_qa"]
-    assert "random" not in set(study.ranking["probe"])
+    assert not {"random", "null"} & set(study.ranking["probe"])
 
 
 def test_later_layers_are_13_40_of_the_depth_the_results_record(caplog):

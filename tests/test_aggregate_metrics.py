@@ -21,7 +21,7 @@ from probegen.aggregate.metrics import (
     threshold_probes,
     thresholds,
 )
-from probegen.results import RESULT_COLUMNS
+from probegen.results import RESULT_COLUMNS, conform
 
 # probe train layer eval split status accuracy   ("hp" = train-hparams, "-" = no accuracy)
 ROWS = """
@@ -82,8 +82,8 @@ def make_results(text: str = ROWS) -> pd.DataFrame:
     rows["eval_split"] = rows["eval_split"].map({"val": "validation", "hp": "train-hparams"})
     rows = rows.assign(model="m", n=100, auroc=pd.NA, is_flipped=False, reason="", fit_seconds=0.1,
                        depth=4)  # fmt: skip
-    return rows[RESULT_COLUMNS].astype({"auroc": "Float64", "accuracy": "float64",
-                                        "depth": "Int64"})  # fmt: skip
+    # the original columns and `depth`; conform adds the later ones as nulls
+    return conform(rows[RESULT_COLUMNS[: RESULT_COLUMNS.index("depth") + 1]])
 
 
 @pytest.fixture
@@ -235,8 +235,8 @@ def test_duplicate_rows_are_refused(results):
 
 def test_study_uses_the_original_eight_only():
     """Thresholds come from the original study's eight algorithms: never from `random`
-    or from probegen's variants, even where they score best in-distribution; variants are
-    listed and left out of the analysis, `random` stays as the baseline."""
+    or from probegen's variants, even where they score best in-distribution; both are
+    listed and left out of the analysis; the null (random directions) is the baseline."""
     from study_results import study_results
 
     from probegen.aggregate.study import Study
@@ -249,9 +249,7 @@ def test_study_uses_the_original_eight_only():
     study = Study.build(results)
     assert set(study.thresholds["probe"]) <= {"dim", "lr"}
     assert (study.thresholds["threshold"] <= 0.9).all()
-    assert study.variants == ["lda-lw"]
-    assert set(study.recovered["probe"]) == {"dim", "lr", "random"}
-    assert "lda-lw" not in set(study.ranking["probe"]) and "random" not in set(
-        study.ranking["probe"]
-    )
-    assert study.algorithms[-1] == "random"
+    assert study.variants == ["lda-lw", "random"]
+    assert set(study.recovered["probe"]) == {"dim", "lr", "null"}
+    assert not {"lda-lw", "random", "null"} & set(study.ranking["probe"])
+    assert sorted(study.algorithms[:-1]) == ["dim", "lr"] and study.algorithms[-1] == "null"

@@ -16,9 +16,11 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
+from probegen import outcomes as oc
 from probegen.aggregate.pull import (
     ResultsError,
     find_sweeps,
@@ -27,7 +29,7 @@ from probegen.aggregate.pull import (
     read_wandb,
     table_frame,
 )
-from probegen.results import RESULT_COLUMNS
+from probegen.results import LATER_COLUMNS, RESULT_COLUMNS
 
 
 def job_results(probe: str, accuracy: float, model: str = "m") -> pd.DataFrame:
@@ -65,6 +67,25 @@ def write_job(sweep: Path, job: str, frame: pd.DataFrame, mtime: float) -> Path:
 
 
 T0 = 1_800_000_000.0  # a fixed mtime; later writes add seconds
+
+
+def job_outcomes(probe: str, directions: int = 200, model: str = "m") -> oc.JobOutcomes:
+    """A job's outcomes matching job_results: cells (A, 3) and (B, 3) on A's validation
+    split, 8 units; `directions` tells versions of a job apart."""
+    units, cells = 8, 2
+    bits = np.arange(cells * units).reshape(cells, units) % 3 == 0
+    counts = np.full((cells, units), directions // 2, dtype=np.uint16)
+    e = oc.EvalOutcomes("A", "validation", units, True, oc.unit_digest(range(units)),
+                        np.array([0, 1], np.int32), np.array([3, 3], np.int32),
+                        {"eval": bits, "fixed": ~bits}, counts, np.array([3], np.int32),
+                        counts[:1])  # fmt: skip
+    return oc.JobOutcomes(model, probe, directions, ["A", "B"], {("A", "validation"): e})
+
+
+def write_outcomes(results_path: Path, outcomes: oc.JobOutcomes) -> Path:
+    path = results_path.parent / oc.FILE
+    oc.write(path, outcomes)
+    return path
 
 
 def test_read_local_newest_rerun_wins(tmp_path, caplog):
@@ -120,17 +141,60 @@ def test_results_from_before_the_depth_column_get_a_null_depth(tmp_path):
     assert depth.dtype == "Int64" and depth["lr"].isna().all() and (depth["dim"] == 36).all()
 
     # W&B tables of older runs: the same, with null depths as JSON gives them
-    old = job_results("lr", 0.6).drop(columns=["depth"])
+    old = job_results("lr", 0.6).drop(columns=LATER_COLUMNS)  # the original columns only
     table = {"columns": list(old.columns), "data": old.astype(object).values.tolist()}
     frame = table_frame(table, where="W&B run old")
     assert frame["depth"].dtype == "Int64" and frame["depth"].isna().all()
-    new = {"columns": RESULT_COLUMNS, "data": [row + [None] for row in table["data"]]}
+    nulls = [None] * len(LATER_COLUMNS)
+    new = {"columns": RESULT_COLUMNS, "data": [row + nulls for row in table["data"]]}
     assert table_frame(new, where="W&B run new")["depth"].isna().all()
+    # the null's columns, added later still, come as nulls too, with the schema's dtypes
+    frame = table_frame(table, where="W&B run old")
+    assert frame["null_mean"].dtype == "Float64" and frame["null_mean"].isna().all()
+    assert frame["train_sign"].dtype == "Int8"
     # any other column is still required
     short = {"columns": [c for c in old.columns if c != "n"],
              "data": [row[:7] + row[8:] for row in table["data"]]}  # fmt: skip
     with pytest.raises(ResultsError, match=r"W&B run short: missing columns \['n'\]"):
         table_frame(short, where="W&B run short")
+
+
+def test_wrong_values_are_a_results_error_naming_the_file(tmp_path):
+    sweep = tmp_path / "sweep"
+    bad = write_job(sweep, "0", job_results("lr", 0.6).assign(null_mean="high"), T0)
+    with pytest.raises(ResultsError, match="values do not match the results schema") as err:
+        read_local([sweep])
+    assert str(bad) in str(err.value)
+
+
+def test_read_local_brings_each_jobs_outcomes_newest_last(tmp_path, caplog):
+    sweep = tmp_path / "sweep"
+    first = write_job(sweep, "0", job_results("lr", 0.6), T0 + 2)  # the re-run: newest
+    write_outcomes(first, job_outcomes("lr", directions=300))
+    second = write_job(sweep, "1", job_results("dim", 0.7), T0)
+    write_outcomes(second, job_outcomes("dim"))
+    write_job(sweep, "2", job_results("lda", 0.7), T0 + 1)  # written before outcomes existed
+    third = write_job(sweep, "3", job_results("lr", 0.5), T0 + 1)
+    write_outcomes(third, job_outcomes("lr", directions=100))
+
+    with caplog.at_level(logging.INFO, logger="probegen.aggregate.pull"):
+        pulled = read_local([sweep])
+    # oldest results first, so the robust view's "last wins" picks the newest job's cells
+    assert [(j.probe, j.null_directions) for j in pulled.outcomes] == [
+        ("dim", 200), ("lr", 100), ("lr", 300)
+    ]  # fmt: skip
+    read_back = pulled.outcomes[0].eval_sets["A", "validation"]
+    expected = job_outcomes("dim").eval_sets["A", "validation"]
+    assert np.array_equal(read_back.correct["fixed"], expected.correct["fixed"])
+    # a job without one is noted, not an error: the original analysis needs none
+    assert pulled.outcomes_missing == {str(sweep / "2"): "no outcomes.safetensors"}
+    assert "1 of 4 jobs have no outcomes file" in caplog.text
+
+    (sweep / "2" / oc.FILE).write_bytes(b"not safetensors")  # unreadable: noted, named
+    pulled = read_local([sweep])
+    assert len(pulled.outcomes) == 3 and str(sweep / "2" / oc.FILE) in pulled.outcomes_missing[
+        str(sweep / "2")
+    ]  # fmt: skip
 
 
 def test_read_local_empty_folder(tmp_path):
@@ -170,6 +234,7 @@ class FakeFile:
 
     def __init__(self, name: str, files_dir: Path):
         self.name, self._src = name, files_dir / name
+        self.size = self._src.stat().st_size
 
     def download(self, root: str = ".", replace: bool = False, exist_ok: bool = False):
         target = Path(root) / self.name
@@ -198,6 +263,9 @@ class FakeRun:
         return [self.entity, self.project, self.id]
 
     def file(self, name: str) -> FakeFile:
+        if not (self._files_dir / name).is_file():
+            # wandb's Run.file looks the name up among the run's files: `Files(...)[0]`
+            raise IndexError("list index out of range")
         return FakeFile(name, self._files_dir)
 
 
@@ -265,6 +333,21 @@ def test_read_wandb_from_wandb_table_files(offline_runs, tmp_path):
     assert results["layer"].dtype == "int64" and results["n"].dtype == "int64"
     stamps = pulled.duplicates["written_at"].iloc[0], results["written_at"].iloc[0]
     assert stamps == (pd.Timestamp("2026-01-01T10:05:00Z"), pd.Timestamp("2026-01-01T11:00Z"))
+
+
+def test_read_wandb_downloads_each_runs_outcomes(offline_runs, tmp_path):
+    (id1, entry1, dir1), (id2, entry2, dir2) = offline_runs
+    with_file = tmp_path / "files"
+    shutil.copytree(dir2, with_file)  # the second run also saved its outcomes file
+    write_outcomes(with_file / "results.parquet", job_outcomes("lr", directions=50))
+    runs = [
+        FakeRun(id2, {"results": entry2}, with_file, "2026-01-01T11:00:00Z"),
+        FakeRun(id1, {"results": entry1}, dir1, "2026-01-01T10:00:00Z"),  # none: noted
+    ]
+    pulled = read_wandb("proj", api=FakeApi(runs), download_dir=tmp_path / "down")
+    assert [(j.probe, j.null_directions) for j in pulled.outcomes] == [("lr", 50)]
+    assert (tmp_path / "down" / id2 / oc.FILE).is_file()
+    assert list(pulled.outcomes_missing) == [f"wandb:ent/proj/{id1}"]
 
 
 def test_read_wandb_refuses_a_truncated_table(offline_runs, tmp_path):

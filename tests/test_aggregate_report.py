@@ -1,5 +1,6 @@
-"""summary.json / summary.md / report.html, the multi-model comparison, and the stage-3 and
-demo entry points on the tiny model (real extract -> real probe multirun -> aggregate)."""
+"""summary.json / summary.md / report.html (the robust view first, then the original
+analysis), the multi-model comparison, and the stage-3 and demo entry points on the tiny
+model (real extract -> real probe multirun -> aggregate)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from study_results import study_results
+from study_results import study_results, study_sweep
 
 from probegen.aggregate.pull import Pulled
 from probegen.aggregate.run import aggregate, default_out_dir
@@ -20,22 +21,31 @@ from probegen.aggregate.study import Study
 from probegen.tracking import sweep_group
 
 REPO = Path(__file__).resolve().parents[1]
-FEW = ["r3b_matrix", "r4_truthful_qa", "v2_got"]  # the figure tests draw all fourteen
+FEW = ["robust_matrix", "r3b_matrix", "r4_truthful_qa", "v2_got"]  # the figure tests draw all
+ROBUST, ORIGINAL, VIEWS = (
+    "1. Robust view", "2. The original analysis, for comparison with the post",
+    "3. probegen's own views",
+)  # fmt: skip
 
 
-def pulled(*frames: pd.DataFrame, duplicates: int = 0) -> Pulled:
+def pulled(*frames: pd.DataFrame, duplicates: int = 0, outcomes=()) -> Pulled:
     results = pd.concat(frames, ignore_index=True)
-    return Pulled(results, results.head(duplicates), [])
+    return Pulled(results, results.head(duplicates), [], list(outcomes))
 
 
 def test_two_models_get_their_own_figures_a_comparison_and_one_report(tmp_path):
-    four, eight = study_results(model="4b", seed=1), study_results(model="8b", seed=2)
-    page = aggregate(pulled(four, eight, duplicates=3), tmp_path, only=FEW)
+    # 4b with its jobs' outcomes (the robust view), 8b without (the view says why)
+    four, jobs = study_sweep(model="4b", seed=1, local=("got_larger_than",))
+    eight = study_results(model="8b", seed=2)
+    page = aggregate(pulled(four, eight, duplicates=3, outcomes=jobs), tmp_path, only=FEW,
+                     resamples=100)  # fmt: skip
     assert page == tmp_path / "report.html"
-    for model in ("4b", "8b"):
-        assert sorted(p.name for p in (tmp_path / model).glob("*.png")) == [
-            "r3b_matrix.png", "r4_truthful_qa.png", "v2_got.png",
-        ]  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "4b").glob("*.png")) == [
+        "r3b_matrix.png", "r4_truthful_qa.png", "robust_matrix.png", "v2_got.png",
+    ]  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "8b").glob("*.png")) == [
+        "r3b_matrix.png", "r4_truthful_qa.png", "v2_got.png",
+    ]  # fmt: skip
     assert (tmp_path / "comparison.png").stat().st_size > 20_000
 
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -49,15 +59,49 @@ def test_two_models_get_their_own_figures_a_comparison_and_one_report(tmp_path):
         assert got["share_later_probes_above_80"] == pytest.approx(share)
         assert got["truthful_qa"]["share"] == pytest.approx(expected["truthful_qa"]["share"])
         assert got["best_probe"] == expected["best_probe"]
-        assert got["best_probe"]["probe"] != "random"  # the baseline is not a candidate
+        assert got["best_probe"]["probe"] != "random"  # not one of the original eight
         assert summary["models"][model]["depth"] == 36
         assert summary["models"][model]["later_layer"] == 12
         assert len(summary["models"][model]["ranking_top"]) == 20
         assert summary["models"][model]["figures"]["r3b_matrix"]["file"] == "r3b_matrix.png"
 
+    robust = summary["models"]["4b"]["robust"]
+    assert robust["available"] and robust["resamples"] == 100 and robust["later_layer"] == 12
+    head = robust["headline"]
+    assert head["policy"] == "fixed" and robust["headlines"]["eval"]["policy"] == "eval"
+    assert head["mean_ccr"]["lo"] < head["mean_ccr"]["value"] < head["mean_ccr"]["hi"]
+    best = head["best_probe"]
+    assert best["ccr_lo"] < best["ccr_cross"] < best["ccr_hi"]
+    assert best["train_dataset"] != "got_larger_than"  # its probes do not transfer
+    no_view = summary["models"]["8b"]["robust"]
+    assert not no_view["available"] and no_view["headline"] is None
+    assert "no outcomes.safetensors" in no_view["unavailable_reason"]
+
     text = (tmp_path / "summary.md").read_text()
+    assert text.index(f"## {ROBUST}") < text.index(f"## {ORIGINAL}") < text.index(f"## {VIEWS}")
+    robust_part = text[: text.index(f"## {ORIGINAL}")]
+    assert "| number | train-fixed sign (robust) | eval-set sign (the original's policy) |" in (
+        robust_part
+    )
+    mean = head["mean_ccr"]
+    interval = f"{mean['value']:.2f} [{mean['lo']:.2f}, {mean['hi']:.2f}]"
+    assert (
+        f"| mean chance-corrected recovery on the other learned datasets [95% interval] | "
+        f"{interval} |" in robust_part
+    )
+    assert f"{best['probe']} / {best['train_dataset']} / layer {best['layer']}" in robust_part
+    assert "robust_matrix: `4b/robust_matrix.png`" in robust_part
+    # the original RA mean next to the null's
+    null = summary["models"]["4b"]["null_baseline"]["mean_recovered"]
+    original = summary["models"]["4b"]["headline"]["mean_recovered"]
+    assert f"mean recovered accuracy {100 * original:.1f}%; the null's: {100 * null:.1f}%" in (
+        robust_part
+    )
+    assert "No robust view: ccs: no outcomes.safetensors for its job; dim:" in robust_part
+    assert "python -m probegen.probe -m probe=" in robust_part  # what to run
     header = (
-        "| number | 4b | 4b: random direction (baseline) | 8b | 8b: random direction (baseline) |"
+        "| number | 4b | 4b: null, random directions (baseline) | 8b | 8b: null, random "
+        "directions (baseline) |"
     )
     assert header + " Llama-2-13b-chat (original study) |" in text
     assert (
@@ -67,18 +111,38 @@ def test_two_models_get_their_own_figures_a_comparison_and_one_report(tmp_path):
     row = "| best probe's mean recovered accuracy (own train dataset included) | "
     assert f"{row}{100 * best['recovered']:.1f}% | – |" in text and text.count(row) == 1
     assert "| 92.8% |" in text and "| 94.6% |" in text  # the reference column
-    baseline = summary["models"]["4b"]["random_baseline"]["mean_recovered"]
+    baseline = summary["models"]["4b"]["null_baseline"]["mean_recovered"]
     assert 0 < baseline < 1 and f"| {100 * baseline:.1f}% |" in text
+    assert "random_baseline" not in summary["models"]["4b"]  # the null replaced it
     assert "3 duplicate result rows" in text
-    assert text.index("## 1. The original analysis") < text.index("## 2. probegen's own views")
+    assert "Run but left out of the original analysis (not its eight algorithms): random." in text
 
     report = (tmp_path / "report.html").read_text()
     sources = re.findall(r'<img src="([^"]{0,40})', report)
-    assert len(sources) == 2 * 3 + 1  # three figures per model + the comparison
+    assert len(sources) == 4 + 3 + 1  # 4b's four figures, 8b's three, the comparison
     assert all(s.startswith("data:image/png;base64,") for s in sources)  # self-contained
     assert report.count("averaged over the eight algorithms and the later layers") == 2
     assert report.count("<h3>4b: the 20 best probes") == 1
-    assert report.index("1. The original analysis") < report.index("2. probegen's own views")
+    assert report.index(ROBUST) < report.index("id='4b-robust_matrix'") < report.index(ORIGINAL)
+    assert report.index(ORIGINAL) < report.index(VIEWS)
+    assert "<b>Chance-corrected recovery</b>" in report and "**" not in report
+
+
+def test_results_without_the_new_columns_get_a_report_saying_what_to_run(tmp_path):
+    old = study_results(model="4b", null=False)  # written before jobs recorded the null
+    aggregate(pulled(old), tmp_path, only=["robust_matrix", "r2_probes"], resamples=50)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    entry = summary["models"]["4b"]
+    assert not entry["robust"]["available"] and "null columns" in entry["robust"][
+        "unavailable_reason"
+    ]  # fmt: skip
+    assert entry["null_baseline"] is None and entry["headline"] is not None
+    assert entry["figures"]["robust_matrix"]["skipped"]
+    text = (tmp_path / "summary.md").read_text()
+    robust_part = text[text.index(f"## {ROBUST}") : text.index(f"## {ORIGINAL}")]
+    assert "No robust view:" in robust_part and "python -m probegen.probe -m" in robust_part
+    assert "no null in the results" in robust_part
+    assert (tmp_path / "r2_probes.png").exists() and not (tmp_path / "robust_matrix.png").exists()
 
 
 def test_a_model_without_cross_dataset_results_still_gets_a_report(tmp_path):

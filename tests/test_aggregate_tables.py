@@ -7,7 +7,8 @@ truthful_qa. Validation accuracy = train-hparams accuracy, except each dataset's
 in-distribution cell (validation 1.0, train-hparams .99): it has the best train-hparams
 accuracy among the eight algorithms, so every threshold is 1.0 and recovered accuracy (RA)
 equals validation accuracy. `random` scores .5 everywhere but 1.0 on its own train-hparams
-split: were it allowed to set thresholds, they would all be .5.
+split: were it allowed to set thresholds, they would all be .5. The null (random
+directions) is .5 on every cell, but .45 on boolq's validation split.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pytest
 from probegen.aggregate import tables
 from probegen.aggregate.metrics import later_layer
 from probegen.aggregate.study import Probe, Study
-from probegen.results import RESULT_COLUMNS
+from probegen.results import RESULT_COLUMNS, conform
 
 B, A, G, T = "boolq", "arc_easy", "got_cities", "truthful_qa"
 EVALS = [B, A, G, T]
@@ -51,10 +52,12 @@ def hand_results() -> pd.DataFrame:
                     accuracy = 1.0 if probe == "random" else 0.99 if value == 1.0 else value
                 if split == "train-hparams" and evald == T:
                     continue  # truthful_qa has no train-hparams split (skipped row)
+                null = 0.45 if (evald, split) == (B, "validation") else 0.5
                 rows.append(["m", probe, train, layer, evald, split, accuracy, 100, None,
-                             False, "ok", "", 0.1, 6])  # fmt: skip
-    frame = pd.DataFrame(rows, columns=RESULT_COLUMNS)
-    return frame.astype({"auroc": "Float64", "depth": "Int64"})
+                             False, "ok", "", 0.1, 6, null])  # fmt: skip
+    # the original columns, `depth` and the null's mean; conform adds the others as nulls
+    frame = pd.DataFrame(rows, columns=[*RESULT_COLUMNS[:14], "null_mean"])
+    return conform(frame)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +83,8 @@ def test_study_thresholds_orders_and_best_probe(study):
     # train order by mean RA over all 12 cells of its probes (truthful_qa has no RA):
     # got (2.6 + 2.5 + 1.9 + 2.34) / 12 = .778 > boolq 8.9 / 12 = .742 > arc 8.56 / 12 = .713
     assert study.datasets == [G, B, A]
-    assert study.algorithms == ["dim", "lda", "random"]  # dim 14.1/18 > lda 12.7/18
+    assert study.algorithms == ["dim", "lda", "null"]  # dim 14.1/18 > lda 12.7/18
+    assert study.variants == ["random"]  # run, listed, left out
     # dim/boolq/2 has the best cross train-hparams RA on arc_easy (.90) and got_cities (.80)
     # among all probes not trained there, so it beats all 11 others (score 1.0)
     assert study.best == Probe("dim", B, 2)
@@ -113,10 +117,30 @@ def test_headline_numbers_match_an_independent_count(study):
     assert "left out" in numbers["labels"]["best_probe_recovered_cross"]
 
 
-def test_random_is_a_separate_baseline(study):
+def test_the_null_is_the_baseline(study):
+    null = study.baseline_rows
+    assert set(null["probe"]) == {"null"} and not study.recovered["probe"].eq("random").any()
+    # one row per (train, layer, eval) cell, whichever probes' jobs carried it
+    assert len(null) == 3 * 2 * 4 and not null.duplicated(["train_dataset", "layer",
+                                                           "eval_dataset"]).any()  # fmt: skip
+    on_boolq = null["eval_dataset"] == B
+    assert (null.loc[on_boolq, "accuracy"] == 0.45).all()
+    assert (null.loc[~on_boolq, "accuracy"] == 0.5).all()
+    assert (null.loc[on_boolq, "accuracy_hparams"] == 0.5).all()  # its train-hparams cell
     base = study.baseline()
-    assert base["mean_recovered"] == pytest.approx(0.5)  # .5 / threshold 1.0
+    # RA = null / threshold 1.0 on the three trained-on datasets (truthful_qa: none)
+    assert base["mean_recovered"] == pytest.approx(mean(0.45, 0.5, 0.5))
     assert base["share_later_probes_above_80"] == 0.0 and base["n_later_probes"] == 3
+    assert "null" not in set(study.ranking["probe"])
+
+
+def test_results_without_the_null_have_no_baseline(caplog):
+    old = hand_results().assign(null_mean=pd.NA)  # written before jobs recorded the null
+    with caplog.at_level("INFO"):
+        study = Study.build(old, depth=6)
+    assert study.baseline() is None and study.baseline_rows.empty
+    assert study.algorithms == ["dim", "lda"] and study.headline()["n_probes"] == 12
+    assert "carry no null" in caplog.text
 
 
 def test_r0_one_point_per_probe_own_included(study):

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import DictConfig, OmegaConf
 
-from probegen.models import PRESETS, ModelSpec, load_presets
+from probegen.model_spec import PRESETS, ModelSpec, load_presets
 from probegen.probes import PROBES
 
 REPO = Path(__file__).resolve().parents[1]

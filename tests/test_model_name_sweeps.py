@@ -18,7 +18,8 @@ from omegaconf import OmegaConf
 from probegen.aggregate import find_sweeps
 from probegen.datasets import Limits, SourceReader
 from probegen.extract import ExtractOptions, extract
-from probegen.models import ModelSpec, load_model
+from probegen.model_spec import ModelSpec
+from probegen.models import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 DATASET = "synthetic_capitals"

@@ -18,8 +18,8 @@ from safetensors import safe_open
 from probegen.cache import Activations, rows_of
 from probegen.datasets import Limits, SourceReader
 from probegen.extract import ExtractOptions, extract
-from probegen.models import ModelSpec
-from probegen.results import RESULT_COLUMNS
+from probegen.model_spec import ModelSpec
+from probegen.results import NULL_COLUMNS, RESULT_COLUMNS
 from probegen.sweep import JobSpec, run_job, run_jobs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -171,17 +171,17 @@ def test_grouped_probe_on_ungrouped_data_is_skipped_with_a_reason():
     assert pairs["accuracy"].min() > 0.9
 
 
-def test_train_sign_policy_fixes_the_sign_on_the_train_split():
+@pytest.mark.parametrize("eval_set", ["pairs", "flat"])
+def test_both_sign_policies_score_every_cell(eval_set):
     source = ArraySource()
     # Eval splits carry the opposite truth: the train-fixed sign must score them badly,
-    # the eval policy flips and scores them well.
+    # the eval-sign policy flips and scores them well.
     source.labels = np.where(source.splits == "train", source.labels, ~source.labels)
-    runs = {}
-    for sign in ("train", "eval"):
-        spec = JobSpec("m", "dim", train=["pairs"], eval=["pairs"], layers=[0], sign=sign)
-        runs[sign] = run_job(spec, source).results
-    assert (runs["train"]["accuracy"] < 0.1).all() and not runs["train"]["is_flipped"].any()
-    assert (runs["eval"]["accuracy"] > 0.9).all() and runs["eval"]["is_flipped"].all()
+    spec = JobSpec("m", "dim", train=["pairs"], eval=[eval_set], layers=[0])
+    results = run_job(spec, source).results
+    assert (results["accuracy"] > 0.9).all() and results["is_flipped"].all()
+    assert (results["accuracy_fixed"] < 0.1).all() and (results["train_sign"] == 1).all()
+    assert (results["auroc_fixed"] < 0.1).all() and (results["auroc"] > 0.9).all()
 
 
 def test_eval_rows_prepared_once_are_rebuilt_when_rows_differ():
@@ -374,12 +374,12 @@ def test_fits_are_the_same_whatever_the_thread_count(probe_name):
 
 
 def test_jobs_sharing_a_pass_give_what_each_job_gives_alone():
-    # Mixed sign policies (scored in separate calls), a probe skipped on ungrouped data
-    # (fewer columns than train sets) and a warm-starting probe, in one pass.
+    # A probe skipped on ungrouped data (fewer columns than train sets) and a
+    # warm-starting probe, in one pass.
     specs = [
         JobSpec("m", "lr", train=["pairs", "flat"], eval=["pairs", "flat"], layers=[0, 2]),
         JobSpec("m", "lr-g", train=["pairs", "flat"], eval=["pairs", "flat"], layers=[0, 2]),
-        JobSpec("m", "dim", ["pairs", "flat"], ["pairs", "flat"], layers=[0, 2], sign="train"),
+        JobSpec("m", "dim", train=["pairs", "flat"], eval=["pairs", "flat"], layers=[0, 2]),
         JobSpec("m", "pca", train=["pairs", "flat"], eval=["pairs", "flat"], layers=[0, 2]),
     ]
     shared = run_jobs(specs, ArraySource())
@@ -389,11 +389,12 @@ def test_jobs_sharing_a_pass_give_what_each_job_gives_alone():
         assert together.directions.keys() == alone.directions.keys()
         for key, direction in alone.directions.items():
             np.testing.assert_array_equal(together.directions[key], direction)
+        numbers = ["accuracy", "auroc", "accuracy_fixed", "auroc_fixed", *NULL_COLUMNS]
         pd.testing.assert_frame_equal(
-            together.results.drop(columns=["fit_seconds", "accuracy", "auroc"]),
-            alone.results.drop(columns=["fit_seconds", "accuracy", "auroc"]),
+            together.results.drop(columns=["fit_seconds", *numbers]),
+            alone.results.drop(columns=["fit_seconds", *numbers]),
         )
-        for column in ("accuracy", "auroc"):  # scores differ by float32 rounding at most
+        for column in numbers:  # scores differ by float32 rounding at most
             np.testing.assert_allclose(
                 together.results[column].astype(float), alone.results[column].astype(float),
                 atol=1e-6,

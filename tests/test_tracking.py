@@ -10,12 +10,11 @@ import pandas as pd
 import pytest
 import wandb
 
+from probegen.job_summary import draw_heatmap, summarize
 from probegen.tracking import (
     Tracker,
     WandbSettings,
-    draw_heatmap,
     run_name,
-    summarize,
     sweep_group,
     to_wandb_table,
     tracked_run,
@@ -121,6 +120,17 @@ def test_offline_run_writes_run_folder_with_summary_table_and_heatmap(tmp_path, 
     media = run_dir / "files" / "media"
     assert list(media.glob("table/results_*.table.json"))
     assert list(media.glob("images/heatmap_*.png"))
+
+
+def test_the_outcomes_file_is_saved_with_the_run(tmp_path, no_network):
+    outcomes_file = tmp_path / "job" / "outcomes.safetensors"
+    outcomes_file.parent.mkdir()
+    outcomes_file.write_bytes(b"bits")
+    with tracked_run(offline(tmp_path), config={}, group=None, name=None) as t:
+        t.log_results(synthetic_results(2), outcomes_file=outcomes_file)
+        run_dir = t.run_dir
+    saved = run_dir / "files" / "outcomes.safetensors"
+    assert saved.read_bytes() == b"bits"  # under its own name, where stage 3 asks for it
 
 
 def test_log_results_can_draw_the_heatmap_itself(tmp_path, no_network):
@@ -268,7 +278,15 @@ def test_aggregation_run_logs_headline_figures_and_report(tmp_path, no_network):
                     "labels": {"share_later_probes_above_80": "a label"},
                     "reference": {"best_probe_recovered": 0.928},
                 },
-                "random_baseline": {"mean_recovered": 0.66},
+                "null_baseline": {"mean_recovered": 0.66},
+                "robust": {
+                    "available": True,
+                    "headline": {"share_transfer_half": 0.1},  # the same as headlines/fixed
+                    "headlines": {
+                        "fixed": {"share_transfer_half": 0.1, "mean_ccr": {"lo": -0.01}},
+                        "eval": {"share_transfer_half": 0.3, "learned": ["a", "b"]},
+                    },
+                },
                 "problem": None,
                 "ranking_top": [{"rank": 1}],
             }
@@ -281,7 +299,11 @@ def test_aggregation_run_logs_headline_figures_and_report(tmp_path, no_network):
         "4b/headline/best_probe/probe": "dim",
         "4b/headline/best_probe/layer": 21,
         "4b/headline/best_probe/recovered": 0.9,
-        "4b/random_baseline/mean_recovered": 0.66,
+        "4b/null_baseline/mean_recovered": 0.66,
+        "4b/robust/available": True,
+        "4b/robust/fixed/share_transfer_half": 0.1,
+        "4b/robust/fixed/mean_ccr/lo": -0.01,
+        "4b/robust/eval/share_transfer_half": 0.3,
     }
     settings = offline(tmp_path)
     with tracked_run(settings, config={}, group="g", name="aggregate", job_type="aggregate") as t:

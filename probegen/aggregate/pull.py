@@ -18,6 +18,12 @@ Two sources, one output (`Pulled`):
 
 Rows re-computed by a re-run job share a key (`KEY`); the newest (`written_at`) wins and
 the dropped rows come back in `Pulled.duplicates` and are logged.
+
+Each job's `outcomes.safetensors` (per-unit outcomes, `probegen.outcomes`; the robust view
+resamples them) comes along in `Pulled.outcomes`, oldest job first, so that where re-run
+jobs hold the same cell the newest wins, as for the results rows. A job without one (written
+before jobs kept them) is noted in `Pulled.outcomes_missing`, not an error: the original
+analysis needs only the results.
 """
 
 from __future__ import annotations
@@ -33,7 +39,10 @@ from typing import Any
 
 import pandas as pd
 
-from probegen.results import RESULT_COLUMNS
+from probegen import outcomes as outcomes_file
+from probegen.outcomes import JobOutcomes, OutcomesError
+from probegen.results import RESULT_COLUMNS, RESULT_DTYPES
+from probegen.results import conform as conform_schema
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +51,6 @@ TABLE_KEY = "results"  # the key probegen.tracking logs the table under
 PROBE_COMMAND = (
     "python -m probegen.probe -m probe=dim,lda,lr,lr-g,ccs,pca,pca-g,lat,random model={model}"
 )
-_DTYPES = {"layer": "int64", "accuracy": "float64", "n": "int64", "auroc": "Float64"}
-_DTYPES |= {"is_flipped": "bool", "fit_seconds": "float64", "depth": "Int64"}
-_TEXT = ["model", "probe", "train_dataset", "eval_dataset", "eval_split", "status", "reason"]
 
 
 class ResultsError(ValueError):
@@ -54,11 +60,14 @@ class ResultsError(ValueError):
 @dataclass
 class Pulled:
     """The pulled rows (RESULT_COLUMNS + `source`, `written_at`), the re-run rows that lost
-    to a newer one, and the files read (for W&B: the downloaded table files)."""
+    to a newer one, the files read (for W&B: the downloaded table files), the jobs' outcomes
+    (oldest job first) and the jobs without an outcomes file (source -> why)."""
 
     results: pd.DataFrame
     duplicates: pd.DataFrame
     files: list[Path] = field(default_factory=list)
+    outcomes: list[JobOutcomes] = field(default_factory=list)
+    outcomes_missing: dict[str, str] = field(default_factory=dict)
 
 
 # ---- local sweeps -------------------------------------------------------------------------
@@ -99,9 +108,10 @@ def read_local(sweep_dirs: Sequence[Path | str]) -> Pulled:
     """Every job's results.parquet under each sweep folder, validated and de-duplicated.
 
     `source` is the job folder; `written_at` the file's mtime (UTC), so a re-run job's
-    newer rows replace the older ones.
+    newer rows replace the older ones. Each job folder's outcomes.safetensors is read too
+    (`Pulled.outcomes`, oldest results first; jobs without one in `outcomes_missing`).
     """
-    frames, files = [], []
+    frames, files, jobs = [], [], []
     for sweep_dir in map(Path, sweep_dirs):
         found = _job_files(sweep_dir)
         if not found:
@@ -116,37 +126,60 @@ def read_local(sweep_dirs: Sequence[Path | str]) -> Pulled:
             frame["written_at"] = pd.Timestamp(path.stat().st_mtime, unit="s", tz="UTC")
             frames.append(frame)
             files.append(path)
+            jobs.append((path.stat().st_mtime, len(jobs), path.parent))
     results, duplicates = drop_duplicates(pd.concat(frames, ignore_index=True))
-    return Pulled(results, duplicates, files)
+    pulled = Pulled(results, duplicates, files)
+    # Oldest first (ties: read order), so the newest job's cells win, as its rows do.
+    for _, _, job in sorted(jobs):
+        _add_outcomes(pulled, job / outcomes_file.FILE, str(job))
+    _log_missing(pulled)
+    return pulled
+
+
+def _add_outcomes(pulled: Pulled, path: Path, source: str) -> None:
+    """Read one job's outcomes file into `pulled`, or note why there is none: a job
+    written before jobs kept them, or an unreadable file, costs the robust view (which names
+    the probes it lacks), not the original analysis."""
+    if not path.is_file():
+        pulled.outcomes_missing[source] = f"no {outcomes_file.FILE}"
+        return
+    try:
+        pulled.outcomes.append(outcomes_file.read(path))
+    except OutcomesError as err:
+        log.warning("%s", err)
+        pulled.outcomes_missing[source] = str(err)
+
+
+def _log_missing(pulled: Pulled) -> None:
+    if pulled.outcomes_missing:
+        log.info(
+            "%d of %d jobs have no outcomes file (%s): the robust view covers only probes "
+            "with one", len(pulled.outcomes_missing),
+            len(pulled.outcomes) + len(pulled.outcomes_missing),
+            ", ".join(sorted(pulled.outcomes_missing)),
+        )  # fmt: skip
 
 
 # ---- shared -------------------------------------------------------------------------------
 
 
 def conform(frame: pd.DataFrame, where: str) -> pd.DataFrame:
-    """The RESULT_COLUMNS of `frame`, in order and with the sweep's dtypes; ResultsError
-    naming `where` when a column is missing or holds values of the wrong kind. A table
-    without `depth` (written before it was recorded) gets it as null."""
-    if "depth" not in frame.columns:
-        # Tables written before the depth was recorded: unknown, and stage 3 then needs
-        # depth= (docs/design.md §8). Every other column stays required.
-        frame = frame.assign(depth=pd.NA)
-    missing = [c for c in RESULT_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ResultsError(
-            f"{where}: missing columns {missing}; a results table needs {RESULT_COLUMNS} "
-            "(probegen.results.RESULT_COLUMNS)"
-        )
-    frame = frame[RESULT_COLUMNS].copy()
+    """The RESULT_COLUMNS of `frame`, in order and with the schema's dtypes
+    (`probegen.results.conform`; columns added after a table was written, such as `depth` or
+    the null's, come as nulls); ResultsError naming `where` when a column is missing or
+    holds values of the wrong kind."""
     try:
-        # JSON from W&B brings None for missing numbers: go through float so NA survives.
-        frame["auroc"] = pd.to_numeric(frame["auroc"]).astype("Float64")
-        frame["depth"] = pd.to_numeric(frame["depth"]).astype("Int64")
-        frame["reason"] = frame["reason"].fillna("")
-        frame = frame.astype(_DTYPES | dict.fromkeys(_TEXT, "str"))
+        return conform_schema(frame)
+    except KeyError as err:  # the schema names the missing columns
+        raise ResultsError(
+            f"{where}: {err.args[0]}; a results table needs {RESULT_COLUMNS} "
+            "(probegen.results.RESULT_COLUMNS)"
+        ) from err
     except (TypeError, ValueError) as err:
-        raise ResultsError(f"{where}: values do not match the results schema: {err}") from err
-    return frame
+        expected = ", ".join(f"{c}: {t}" for c, t in RESULT_DTYPES.items())
+        raise ResultsError(
+            f"{where}: values do not match the results schema ({expected}): {err}"
+        ) from err
 
 
 def drop_duplicates(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -181,7 +214,9 @@ def read_wandb(
     `api.runs(path, filters=...)`, and per run `.id`, `.path`, `.summary`, `.created_at`,
     `.heartbeat_at`, `.file(name).download(root=..., replace=True)`. Runs without a results
     table (a failed job) are skipped with a warning. `written_at` is the run's last
-    heartbeat (else its start), the time its results were logged.
+    heartbeat (else its start), the time its results were logged. A run's file
+    `outcomes.safetensors`, where it has one, is downloaded and read (`Pulled.outcomes`,
+    oldest run first); runs without one are noted in `outcomes_missing`.
     """
     if api is None:
         import wandb
@@ -193,7 +228,7 @@ def read_wandb(
     if not runs:
         raise FileNotFoundError(f"no runs in {where}")
     root = Path(download_dir or tempfile.mkdtemp(prefix="probegen-wandb-"))
-    frames, files = [], []
+    frames, files, jobs = [], [], []
     for run in runs:
         run_path = "/".join(run.path)
         # The public API hands nested summary values over as SummarySubDict (dict-like,
@@ -219,10 +254,32 @@ def read_wandb(
         frame["source"] = f"wandb:{run_path}"
         frame["written_at"] = _utc(getattr(run, "heartbeat_at", None) or run.created_at)
         frames.append(frame)
+        jobs.append((frame["written_at"].iloc[0], len(jobs), run, target))
     if not frames:
         raise FileNotFoundError(f"no run in {where} logged a {TABLE_KEY!r} table")
     results, duplicates = drop_duplicates(pd.concat(frames, ignore_index=True))
-    return Pulled(results, duplicates, files)
+    pulled = Pulled(results, duplicates, files)
+    for _, _, run, target in sorted(jobs, key=lambda job: job[:2]):  # oldest first
+        source = f"wandb:{'/'.join(run.path)}"
+        local = _fetch_outcomes(run, target)
+        if local is None:
+            pulled.outcomes_missing[source] = f"no {outcomes_file.FILE} among the run's files"
+        else:
+            _add_outcomes(pulled, local, source)
+    _log_missing(pulled)
+    return pulled
+
+
+def _fetch_outcomes(run: Any, target: Path) -> Path | None:
+    """Download a run's outcomes file into `target`; None when the run has none."""
+    try:
+        remote = run.file(outcomes_file.FILE)
+    except IndexError:  # the public API's lookup by name found no such file in the run
+        return None
+    if not getattr(remote, "size", 1):  # older API versions hand back an empty stub instead
+        return None
+    remote.download(root=str(target), replace=True).close()
+    return target / outcomes_file.FILE
 
 
 def _utc(stamp: str) -> pd.Timestamp:

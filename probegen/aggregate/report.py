@@ -1,20 +1,25 @@
-"""summary.json, summary.md and a self-contained report.html for one or more models."""
+"""summary.json, summary.md and a self-contained report.html for one or more models.
+
+Sections: 1. the robust view (`report_robust`), 2. the original analysis, for comparison
+with the post, 3. probegen's own views.
+"""
 
 from __future__ import annotations
 
-import base64
 import html
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from probegen.aggregate import style
+from probegen.aggregate import report_robust
 from probegen.aggregate.figures import Drawn
 from probegen.aggregate.metrics import LABELS, REFERENCE
+from probegen.aggregate.report_robust import figure_lines, figures_html, html_table, md_table
+from probegen.aggregate.report_robust import image as _image
+from probegen.aggregate.report_robust import pct as _pct
+from probegen.aggregate.robust import RobustStudy
 from probegen.aggregate.study import Study
 
 TOP = 20  # probes listed, as the original's ranking table
@@ -29,10 +34,7 @@ class ModelReport:
     headline: dict | None = None
     problem: str | None = None
     figure_dir: Path = field(default_factory=Path)
-
-
-def _pct(value: float | None) -> str:
-    return "–" if value is None or not math.isfinite(value) else f"{100 * value:.1f}%"
+    robust: RobustStudy | None = None  # the robust view (None: not computed)
 
 
 def _json_ready(frame: pd.DataFrame) -> list[dict]:
@@ -60,7 +62,9 @@ def summary(reports: list[ModelReport], sources: list[str], duplicates: int) -> 
             "later_layer": s.later_layer,
             "headline": r.headline,
             "problem": r.problem,
-            "random_baseline": s.baseline(),
+            "robust": report_robust.summary(r),
+            "null_baseline": s.baseline(),
+            "null_directions": s.null_directions,
             "choices": s.choices(),
             "algorithms": s.algorithms,
             "datasets": s.datasets,
@@ -99,7 +103,7 @@ def _tqa(value: dict | None) -> str:
 
 def headline_table(reports: list[ModelReport]) -> tuple[list[str], list[list[str]]]:
     """The headline numbers as rows (each labelled with what it counts) × columns: each
-    model, its random-direction baseline, and the original's Llama-2-13B-chat numbers."""
+    model, its null baseline, and the original's Llama-2-13B-chat numbers."""
     ref = REFERENCE
     rb = ref["best_probe"]
     labels = [
@@ -129,7 +133,7 @@ def headline_table(reports: list[ModelReport]) -> tuple[list[str], list[list[str
         base = s.baseline()
         if base is not None:
             columns.append([
-                f"{s.model}: random direction (baseline)", cut,
+                f"{s.model}: null, random directions (baseline)", cut,
                 f"{_pct(base['share_later_probes_above_80'])} of {base['n_later_probes']}",
                 "–", "–", "–", _tqa(base["truthful_qa"]), _pct(base["mean_recovered"]),
             ])  # fmt: skip
@@ -160,37 +164,46 @@ def ranking_rows(study: Study) -> list[list[str]]:
     ]  # fmt: skip
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
-        "| " + " | ".join(row) + " |" for row in rows
-    ]
+ORIGINAL_TITLE = "2. The original analysis, for comparison with the post"
+VIEWS_TITLE = "3. probegen's own views"
+NULL_NOTE = (
+    "The baseline column is the null: per cell, the mean accuracy of {many}, each "
+    "direction's sign chosen on the eval set as every probe's is. It is what the original "
+    "metric credits to that sign choice alone, and what a probe must beat to show a shared "
+    "truth direction; it never sets a threshold and is never ranked."
+)
+
+
+def _null_note(reports: list[ModelReport]) -> str:
+    many = next((f"{r.study.null_directions} random directions" for r in reports
+                 if r.study.null_directions), "the random directions")  # fmt: skip
+    return NULL_NOTE.format(many=many)
 
 
 def markdown(reports: list[ModelReport], sources: list[str], duplicates: int) -> str:
-    """summary.md: the original analysis (headline beside the reference, the ranking, the
-    fourteen figures), then probegen's own views."""
+    """summary.md: the robust view, the original analysis (headline beside the reference,
+    the ranking, the fourteen figures), then probegen's own views."""
     lines = ["# probegen report", ""]
     lines += [f"Results from: {', '.join(sources)}.", ""]
     if duplicates:
         lines += [f"{duplicates} duplicate result rows from re-run jobs were dropped (newest "
                   "kept).", ""]  # fmt: skip
-    lines += ["## 1. The original analysis", "", "### Headline numbers", ""]
-    lines += _md_table(*headline_table(reports))
+    lines += report_robust.markdown(reports)
+    lines += [f"## {ORIGINAL_TITLE}", "", "### Headline numbers", ""]
+    lines += md_table(*headline_table(reports))
     lines += ["", f"Reference: {REFERENCE['source']} (Llama-2-13b-chat, layers ≥ 13 of 40).",
-              "The random-direction baseline (scores negated where that scores higher, as "
-              "every probe's are) is what a probe must beat to show a shared truth "
-              "direction; it never sets a threshold and is never ranked.", ""]  # fmt: skip
+              _null_note(reports), ""]  # fmt: skip
     for r in reports:
         s = r.study
         lines += [f"### {s.model}: the {TOP} best probes (pair-wise ranking, all layers)", ""]
-        lines += _md_table(RANKING_COLUMNS, ranking_rows(s))
+        lines += md_table(RANKING_COLUMNS, ranking_rows(s))
         if s.variants:
-            lines += ["", f"Run but left out of the original analysis (probegen's variants): "
-                      f"{', '.join(s.variants)}."]  # fmt: skip
+            lines += ["", "Run but left out of the original analysis (not its eight "
+                      f"algorithms): {', '.join(s.variants)}."]  # fmt: skip
         lines += ["", f"### {s.model}: figures", ""]
-        lines += _figure_lines(r, "original")
+        lines += figure_lines(r, "original")
         lines += [""]
-    lines += ["## 2. probegen's own views", ""]
+    lines += [f"## {VIEWS_TITLE}", ""]
     for r in reports:
         s = r.study
         lines += [f"### {s.model}: datasets", ""]
@@ -200,34 +213,9 @@ def markdown(reports: list[ModelReport], sources: list[str], duplicates: int) ->
         for name, d in dataset_frame(s).iterrows():
             by = f"{d['probe']}, layer {int(d['layer'])}" if isinstance(d["probe"], str) else "–"
             rows.append([name, _pct(d["threshold"]), by, _pct(d["from"]), _pct(d["to"])])
-        lines += _md_table(header, rows) + ["", f"### {s.model}: figures", ""]
-        lines += _figure_lines(r, "extra") + [""]
+        lines += md_table(header, rows) + ["", f"### {s.model}: figures", ""]
+        lines += figure_lines(r, "extra") + [""]
     return "\n".join(lines)
-
-
-def _figure_lines(r: ModelReport, section: str) -> list[str]:
-    out = []
-    for d in r.drawn:
-        if d.section != section:
-            continue
-        if d.path is None:
-            out += [f"- {d.name}: skipped — {d.skipped}"]
-        else:
-            out += [f"- {d.name}: `{(r.figure_dir / d.path.name).as_posix()}` — {d.caption}"]
-    return out
-
-
-def _image(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.stem)}">'
-
-
-def _table(columns: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>" for row in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
@@ -237,44 +225,30 @@ margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em;text-align:left}th{ba
 .skipped{color:#777}"""
 
 
-def _figures_html(r: ModelReport, section: str) -> list[str]:
-    parts = []
-    for d in r.drawn:
-        if d.section != section:
-            continue
-        if d.path is None:
-            parts += [f"<p class='skipped'><b>{d.name}</b> skipped: "
-                      f"{html.escape(d.skipped or '')}</p>"]  # fmt: skip
-            continue
-        parts += [f"<figure id='{r.study.model}-{d.name}'>{_image(d.path)}<figcaption><b>"
-                  f"{d.name}</b> — {html.escape(d.caption)}</figcaption></figure>"]  # fmt: skip
-    return parts
-
-
 def html_report(
     reports: list[ModelReport],
     sources: list[str],
     duplicates: int,
     comparison: Path | None = None,
 ) -> str:
-    """report.html: 1. the original analysis (headline beside the reference, the ranking,
-    the fourteen figures with captions), 2. probegen's own views; images embedded."""
+    """report.html: 1. the robust view, 2. the original analysis (headline beside the
+    reference, the ranking, the fourteen figures with captions), 3. probegen's own views;
+    images embedded."""
     dropped = f" {duplicates} duplicate rows of re-run jobs dropped (newest kept)."
     dropped = dropped if duplicates else ""
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>probegen report</title>",
         f"<style>{CSS}</style></head><body><h1>probegen report</h1>",
         f"<p>Results from: {html.escape(', '.join(sources))}.{dropped}</p>",
-        "<h2>1. The original analysis</h2><p>As mishajw's comparison.py computes it. "
+        *report_robust.html_section(reports),
+        f"<h2>{ORIGINAL_TITLE}</h2><p>As mishajw's comparison.py computes it. "
         "Recovered accuracy = accuracy on a dataset ÷ its threshold (the validation accuracy "
         "of the in-distribution probe best on train-hparams), capped at 100%. Means are over "
         "all layers, the eight algorithms and every eval dataset, own train dataset "
         "included, unless a label says otherwise.</p>",
         "<h3>Headline numbers</h3>",
-        _table(*headline_table(reports)),
-        "<p>The random-direction baseline (scores negated where that scores higher, as every "
-        "probe's are) is what a probe must beat to show a shared truth direction; it never "
-        "sets a threshold and is never ranked.</p>",
+        html_table(*headline_table(reports)),
+        f"<p>{html.escape(_null_note(reports))}</p>",
     ]
     if comparison is not None:
         parts += [f"<figure>{_image(comparison)}<figcaption>Headline numbers per model beside "
@@ -282,46 +256,11 @@ def html_report(
     for r in reports:
         s = r.study
         parts += [f"<h3>{html.escape(s.model)}: the {TOP} best probes (pair-wise ranking, all "
-                  "layers)</h3>", _table(RANKING_COLUMNS, ranking_rows(s))]  # fmt: skip
+                  "layers)</h3>", html_table(RANKING_COLUMNS, ranking_rows(s))]  # fmt: skip
         parts += [f"<h3>{html.escape(s.model)}: the fourteen figures</h3>"]
-        parts += _figures_html(r, "original")
-    parts += ["<h2>2. probegen's own views</h2><p>Not in the original analysis.</p>"]
+        parts += figures_html(r, "original")
+    parts += [f"<h2>{VIEWS_TITLE}</h2><p>Not in the original analysis.</p>"]
     for r in reports:
-        parts += [f"<h3>{html.escape(r.study.model)}</h3>"] + _figures_html(r, "extra")
+        parts += [f"<h3>{html.escape(r.study.model)}</h3>"] + figures_html(r, "extra")
     parts += ["</body></html>"]
     return "\n".join(parts)
-
-
-@style.styled
-def comparison_figure(reports: list[ModelReport], path: Path) -> Path | None:
-    """Grouped bars of the headline numbers per model, with the reference's as lines."""
-    usable = [r for r in reports if r.headline is not None]
-    if len(usable) < 2:
-        return None
-    metrics = {  # label -> (value from a headline, the reference's)
-        "later-layer probes\n> 80% (own incl.)": (
-            lambda h: h["share_later_probes_above_80"], REFERENCE["share_later_probes_above_80"]),
-        "best probe recovered\n(own incl.)": (
-            lambda h: h["best_probe"]["recovered"], REFERENCE["best_probe_recovered"]),
-        "> 80% probes with\nTruthfulQA > 35.9%": (
-            lambda h: (h["truthful_qa"] or {}).get("share"), REFERENCE["truthful_qa_share"]),
-    }  # fmt: skip
-    fig, ax = style.new_figure(7, 3.8)
-    width = 0.8 / len(usable)
-    for i, r in enumerate(usable):
-        values = [get(r.headline) for get, _ in metrics.values()]
-        values = [np.nan if v is None else v for v in values]
-        x = np.arange(len(metrics)) + (i - (len(usable) - 1) / 2) * width
-        ax.bar(x, values, width, label=r.study.model, color=style.OKABE_ITO[i % 8])
-        for xi, value in zip(x, values, strict=True):
-            if np.isfinite(value):
-                ax.text(xi, value + 0.01, f"{100 * value:.0f}", ha="center", size=7)
-    for j, (_, value) in enumerate(metrics.values()):
-        ax.hlines(value, j - 0.45, j + 0.45, colors="black", linestyles="--", lw=1)
-    ax.plot([], [], "k--", lw=1, label=f"{REFERENCE['model']} (original)")
-    ax.set_xticks(range(len(metrics)), list(metrics))
-    style.percent_axis(ax, "y", (0, 1.1))
-    ax.set_ylabel("share / recovered accuracy (%)")
-    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5))
-    ax.set_title("The original's headline numbers by model")
-    return style.save(fig, path)

@@ -1,4 +1,5 @@
-"""Stage 3 end to end: pulled results -> per-model analysis, figures, summary and report."""
+"""Stage 3 end to end: pulled results -> per-model analysis (the original's and the robust
+view), figures, summary and report."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ from pathlib import Path
 from probegen.aggregate import report
 from probegen.aggregate.chance import truthful_qa_chance
 from probegen.aggregate.figures import draw_all
-from probegen.aggregate.pull import Pulled
+from probegen.aggregate.figures.comparison import comparison_figure
+from probegen.aggregate.pull import PROBE_COMMAND, Pulled
+from probegen.aggregate.robust import RobustStudy, robust_analysis
 from probegen.aggregate.study import Study, model_order
+from probegen.outcomes import JobOutcomes
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +32,8 @@ def aggregate(
     only: list[str] | None = None,
     later_layer: int | None = None,
     cache_dir: Path | str | None = None,
+    resamples: int = 1000,
+    seed: int = 0,
 ) -> Path:
     """Analyse every model in `pulled`, draw its figures and write summary.json,
     summary.md and report.html into `out_dir` (one model) or `out_dir/<model>/` (figures of
@@ -36,7 +42,8 @@ def aggregate(
     `depth` (decoder layers) and `later_layer` (first "later" layer; None: ceil(13/40 x
     depth)) apply when there is one model; without `depth`, each model's results carry
     theirs (recorded at extraction; older results need `depth`). `cache_dir`, when it
-    holds the model's truthful_qa rows, gives r4 its chance line.
+    holds the model's truthful_qa rows, gives r4 its chance line. `resamples` and `seed`
+    set the robust view's bootstrap (`robust_analysis`), which reads `pulled.outcomes`.
     """
     results = pulled.results
     models = sorted(results["model"].unique(), key=model_order)
@@ -47,11 +54,15 @@ def aggregate(
     out_dir.mkdir(parents=True, exist_ok=True)
     reports = []
     for model in models:
+        jobs = [job for job in pulled.outcomes if job.model == model]
         study = Study.build(results[results["model"] == model], depth, later_layer,
-                            truthful_qa_chance(cache_dir, model))  # fmt: skip
+                            truthful_qa_chance(cache_dir, model),
+                            _null_directions(jobs))  # fmt: skip
+        robust = robust_view(study, jobs, resamples, seed)
         figure_dir = out_dir if len(models) == 1 else out_dir / model
-        drawn = draw_all(study, figure_dir, only)
-        entry = report.ModelReport(study, drawn, figure_dir=figure_dir.relative_to(out_dir))
+        drawn = draw_all(study, figure_dir, only, robust)
+        entry = report.ModelReport(study, drawn, figure_dir=figure_dir.relative_to(out_dir),
+                                   robust=robust)  # fmt: skip
         try:
             entry.headline = study.headline()
         except ValueError as err:  # e.g. no cross-dataset numbers: nothing to rank
@@ -62,7 +73,7 @@ def aggregate(
         reports.append(entry)
     sources = sorted({str(s) for s in results.get("source", [])}) or ["(given table)"]
     sources = _compact(sources)
-    comparison = report.comparison_figure(reports, out_dir / "comparison.png")
+    comparison = comparison_figure(reports, out_dir / "comparison.png")
     data = report.summary(reports, sources, len(pulled.duplicates))
     text = json.dumps(_no_nan(data), indent=2, default=str, allow_nan=False)
     (out_dir / "summary.json").write_text(text + "\n")
@@ -70,6 +81,28 @@ def aggregate(
     page = out_dir / "report.html"
     page.write_text(report.html_report(reports, sources, len(pulled.duplicates), comparison))
     return page
+
+
+def robust_view(study: Study, jobs: list[JobOutcomes], resamples: int, seed: int) -> RobustStudy:
+    """The robust view of the study's model at the study's depth and later-layer cut. Inputs
+    it cannot use (outcomes that do not pair up) give a view whose `unavailable_reason`
+    says why and what to run, never a failed aggregation: the original analysis stands
+    without it."""
+    try:
+        return robust_analysis(study.results, jobs, study.depth, later_layer=study.later_layer,
+                               resamples=resamples, seed=seed)  # fmt: skip
+    except ValueError as err:  # OutcomesError too: units of jobs that differ
+        log.warning("%s: no robust view: %s", study.model, err)
+        command = PROBE_COMMAND.format(model=study.model)
+        return RobustStudy(study.model, "fixed", study.later_layer, resamples, seed, 0.05, 0.05,
+                           unavailable_reason=f"no robust view: {err}. Re-run the probe jobs "
+                           f"(`{command}`) to write them again")  # fmt: skip
+
+
+def _null_directions(jobs: list[JobOutcomes]) -> int | None:
+    """The random directions behind the model's null, when its jobs agree on it."""
+    counts = {job.null_directions for job in jobs}
+    return counts.pop() if len(counts) == 1 else None
 
 
 def _no_nan(value):

@@ -4,6 +4,13 @@
 pair-wise ranking of probes (all layers), and fixes the orders every figure shares, as the
 original does: train datasets and algorithms by mean recovered accuracy over all their rows
 (all layers, all eval datasets, own train set included), best first.
+
+The baseline is the null: per cell, the mean accuracy of the random directions every probe
+job scores beside its probe (`null_mean`, docs/design.md §6), under the original's sign
+policy (each direction's sign chosen on the eval set, as every probe's is). It enters as
+a pseudo-algorithm `null`, so every figure and table computes its numbers the way it does a
+probe's. The single `random` probe is a probe like probegen's variants: run, listed, left
+out of the original analysis.
 """
 
 from __future__ import annotations
@@ -21,9 +28,10 @@ from probegen.aggregate import metrics
 log = logging.getLogger(__name__)
 
 # The original study's eight algorithms: only they set thresholds and enter the original
-# analysis. Other probes probegen runs are its own variants (lda-lw, ccs-sub, ...), kept out.
+# analysis. Other probes probegen runs (random, lda-lw, ccs-sub, ...) are listed, kept out.
 ORIGINAL_ALGORITHMS = ("dim", "lda", "lr", "lr-g", "ccs", "pca", "pca-g", "lat")
-BASELINES = ("random",)  # a separate baseline: never a threshold, never in the ranking
+NULL = "null"  # the pseudo-algorithm of the random directions' mean (`null_rows`)
+BASELINES = (NULL,)  # a separate baseline: never a threshold, never in the ranking
 
 
 class Probe(NamedTuple):
@@ -77,7 +85,7 @@ class Study:
     depth: int
     later_layer: int  # "later layers" = layer >= this (default ceil(13/40 x depth))
     results: pd.DataFrame  # pulled rows of this model (all splits and statuses)
-    recovered: pd.DataFrame  # metrics.recovered: ok validation rows, original eight + random
+    recovered: pd.DataFrame  # metrics.recovered: ok validation rows, original eight + null
     thresholds: pd.DataFrame  # metrics.threshold_probes, indexed by eval dataset
     ranking: pd.DataFrame  # the original's pair-wise ranking, all layers, original eight
     algorithms: list[str]  # the original eight present, best first; baselines last
@@ -85,6 +93,7 @@ class Study:
     eval_only: list[str]  # evaluated, never trained on (e.g. truthful_qa)
     variants: list[str] = field(default_factory=list)  # probes run but not the original's
     truthful_qa_chance: float | None = None  # mean 1/choices of TruthfulQA, from the cache
+    null_directions: int | None = None  # random directions behind the null (from outcomes)
 
     @cached_property
     def rows(self) -> pd.DataFrame:
@@ -93,7 +102,7 @@ class Study:
 
     @cached_property
     def baseline_rows(self) -> pd.DataFrame:
-        """Recovered rows of the random-direction baseline (empty when it was not run)."""
+        """Recovered rows of the null baseline (empty when the results carry no null)."""
         return self.recovered[self.recovered["probe"].isin(BASELINES)]
 
     @cached_property
@@ -121,8 +130,9 @@ class Study:
         return metrics.headline(self.rows, later_layer=self.later_layer, ranking=self.ranking)
 
     def baseline(self) -> dict | None:
-        """The random direction's numbers, computed as the headline's (what sign-flipping
-        alone reaches), or None when it was not run."""
+        """The null's numbers, computed as the headline's with each (train dataset, layer)
+        as a probe: what random directions reach with the eval-set sign choice alone. None
+        when the results carry no null."""
         rows = self.baseline_rows
         if rows.dropna(subset=["recovered"]).empty:
             return None
@@ -150,6 +160,7 @@ class Study:
             "best_probe": best.probe if best else "–",
             "best_train": best.train_dataset if best else "–",
             "best_layer": str(best.layer) if best else "–",
+            "null": null_text(self.null_directions),
             "chance": f"TruthfulQA chance level {100 * chance:.1f}% (mean of 1/choices over its "
             "validation questions, from the activation cache)"
             if chance is not None
@@ -164,10 +175,12 @@ class Study:
         depth: int | None = None,
         later_layer: int | None = None,
         truthful_qa_chance: float | None = None,
+        null_directions: int | None = None,
     ) -> Study:
         """Analyse one model's results (RESULT_COLUMNS rows, duplicates already resolved).
         `depth` None: the results' own (`model_depth`); `later_layer` None: ceil(13/40 x
-        depth)."""
+        depth). `null_directions`: how many random directions the null averages (for the
+        captions; None: not known)."""
         models = sorted(results["model"].unique())
         if len(models) != 1:
             raise ValueError(f"a Study is one model, got {models}: split by model first")
@@ -178,13 +191,13 @@ class Study:
             raise ValueError(f"model {model}: no probe was scored ({counts}); see `reason`")
         depth = model_depth(model, results, depth)
         later_layer = metrics.later_layer(depth) if later_layer is None else int(later_layer)
-        original = results["probe"].isin(ORIGINAL_ALGORITHMS)
-        variants = sorted(set(results["probe"]) - set(ORIGINAL_ALGORITHMS) - set(BASELINES))
+        original = results[results["probe"].isin(ORIGINAL_ALGORITHMS)]
+        variants = sorted(set(results["probe"]) - set(ORIGINAL_ALGORITHMS))
         if variants:
             log.info("model %s: %s are not the original study's algorithms; left out of "
                      "its analysis", model, ", ".join(variants))  # fmt: skip
-        probes = metrics.threshold_probes(results[original])
-        rec = metrics.recovered(results[original | results["probe"].isin(BASELINES)],
+        probes = metrics.threshold_probes(original)
+        rec = metrics.recovered(pd.concat([original, null_rows(results)], ignore_index=True),
                                 probes["threshold"])  # fmt: skip
         rows = rec[~rec["probe"].isin(BASELINES)]
         ranking = metrics.generalisation_ranking(rows) if not rows.empty else rows
@@ -194,7 +207,39 @@ class Study:
         datasets = _order(rows, "train_dataset", trained)
         eval_only = sorted(set(rec["eval_dataset"]) - set(trained))
         return cls(model, depth, later_layer, results, rec, probes, ranking, algorithms,
-                   datasets, eval_only, variants, truthful_qa_chance)  # fmt: skip
+                   datasets, eval_only, variants, truthful_qa_chance,
+                   null_directions)  # fmt: skip
+
+
+def null_text(directions: int | None) -> str:
+    """What the null is, for captions and labels."""
+    many = f"{directions} random directions" if directions else "random directions"
+    return f"null (mean of {many}, each direction's sign chosen on the eval set)"
+
+
+def null_rows(results: pd.DataFrame) -> pd.DataFrame:
+    """The null as result rows of the pseudo-algorithm `null`: one ok row per (train
+    dataset, layer, eval dataset, split) cell any probe was scored on, accuracy = the cell's
+    `null_mean` (eval-sign policy, the original metric's). Every job of a cell scores the
+    same random directions, so any one job's value serves; the newest is taken. Empty, with
+    a log line, when the results carry no null (written before jobs recorded it, or with
+    eval.null_directions=0)."""
+    if "null_mean" in results.columns:
+        rows = results[(results["status"] == "ok") & results["null_mean"].notna()]
+    else:
+        rows = results.iloc[:0]
+    if rows.empty:
+        models = ", ".join(sorted(results["model"].unique()))
+        log.info("model %s: the results carry no null (null_mean: written before probe jobs "
+                 "recorded it, or eval.null_directions=0): no null baseline", models)  # fmt: skip
+        return rows.iloc[:0]
+    if "written_at" in rows.columns:
+        rows = rows.sort_values("written_at", kind="stable")
+    cell = ["model", "train_dataset", "layer", "eval_dataset", "eval_split"]
+    rows = rows.drop_duplicates(cell, keep="last")
+    return rows.assign(probe=NULL, accuracy=rows["null_mean"].astype("float64"),
+                       auroc=pd.Series(pd.NA, rows.index, "Float64"), is_flipped=False,
+                       fit_seconds=float("nan"))  # fmt: skip
 
 
 def _order(rows: pd.DataFrame, column: str, names: list[str]) -> list[str]:

@@ -11,12 +11,17 @@ later-layer cut (`Study.later_layer`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, NamedTuple
+
 import numpy as np
 import pandas as pd
 
 from probegen import datasets as registry
 from probegen.aggregate.metrics import PROBE, truthful_qa_pairs
 from probegen.aggregate.study import Probe, Study
+
+if TYPE_CHECKING:  # robust imports study: only for the annotation
+    from probegen.aggregate.robust import RobustStudy
 
 
 class Skip(Exception):
@@ -215,3 +220,33 @@ def v4_table(study: Study) -> pd.DataFrame:
     own = own.assign(panel="trained on the eval dataset")
     out = pd.concat([boolq, own])[["panel", "eval_dataset", "probe", "accuracy"]]
     return out.reset_index(drop=True)
+
+
+class RobustMatrix(NamedTuple):
+    """The robust view's train × eval matrix, both axes the learned datasets in train order:
+    `ccr` mean chance-corrected recovery, `significant` 1.0 / 0.0 (NaN on own cells and
+    pairs without cells), `own` True on the diagonal."""
+
+    ccr: pd.DataFrame
+    significant: pd.DataFrame
+    own: pd.DataFrame
+
+
+def robust_matrix_table(study: Study, robust: RobustStudy | None) -> RobustMatrix:
+    """The headline policy's matrix (`PolicyView.matrix`: original eight, later layers, own
+    cells included) laid out for the heat map; datasets not learned are absent."""
+    need(robust is not None, "the robust view was not computed")
+    need(robust.unavailable_reason is None, str(robust.unavailable_reason))
+    view = robust.view
+    need(not view.matrix.empty, f"no pair of learned datasets has probes at layers ≥ "
+         f"{robust.later_layer} (learned: {', '.join(view.learned) or 'none'})")  # fmt: skip
+    names = set(view.matrix["train_dataset"]) | set(view.matrix["eval_dataset"])
+    order = [d for d in study.datasets if d in names] + sorted(names - set(study.datasets))
+    matrix = view.matrix.assign(significant=view.matrix["significant"].astype("Float64"))
+    ccr, significant = (
+        matrix.pivot(index="train_dataset", columns="eval_dataset", values=column)
+        .reindex(index=order, columns=order).astype("float64")
+        for column in ("ccr", "significant")
+    )  # fmt: skip
+    own = pd.DataFrame(np.equal.outer(order, order), index=order, columns=order)
+    return RobustMatrix(ccr, significant, own)

@@ -1,10 +1,13 @@
-"""The original analysis' fourteen figures and probegen's own views (docs/design.md §8).
+"""The robust view's figure, the original analysis' fourteen and probegen's own views
+(docs/design.md §8).
 
-`FIGURES` maps each of the original's file names to its drawing function and a caption
-template; `EXTRA` does the same for probegen's views (x_*.png). Captions are formatted with
-`Study.choices()`, so each names the choices it made from the data (the best probe, the
-later-layer cut, the chance level). A figure whose inputs the sweep lacks raises `Skip`;
-`draw_all` logs the reason and goes on.
+`ROBUST` maps the robust view's file names to a drawing function of (Study, RobustStudy)
+and a caption template; `FIGURES` does the same for the original's file names and `EXTRA`
+for probegen's views (x_*.png), functions of the Study alone. Captions are formatted with
+`Study.choices()` (and the robust view's own values), so each names the choices it made
+from the data (the best probe, the later-layer cut, the chance level, the datasets left
+out). A figure whose inputs the sweep lacks raises `Skip`; `draw_all` logs the reason and
+goes on.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from matplotlib.figure import Figure
 
@@ -20,11 +24,19 @@ from probegen.aggregate import style
 from probegen.aggregate.figures import datasets as d
 from probegen.aggregate.figures import extra as x
 from probegen.aggregate.figures import probes as p
+from probegen.aggregate.figures import robust as r
 from probegen.aggregate.figures import validation as v
 from probegen.aggregate.study import Study
 from probegen.aggregate.tables import Skip
 
+if TYPE_CHECKING:  # robust imports study: only for the annotations
+    from probegen.aggregate.robust import RobustStudy
+
 log = logging.getLogger(__name__)
+
+ROBUST: dict[str, tuple[Callable[[Study, RobustStudy | None], Figure], str]] = {
+    "robust_matrix": (r.robust_matrix, r.CAPTION),
+}
 
 ALL = "all layers, the eight algorithms and every eval dataset, own train dataset included"
 FIGURES: dict[str, tuple[Callable[[Study], Figure], str]] = {
@@ -55,8 +67,8 @@ FIGURES: dict[str, tuple[Callable[[Study], Figure], str]] = {
     "r2_probes": (
         p.r2_probes,
         "Mean recovered accuracy per algorithm (" + ALL + "); colour: supervised or not, "
-        "hatch: grouped (uses question groups). The dotted line, the random direction, is "
-        "probegen's addition.",
+        "hatch: grouped (uses question groups). The dotted line, probegen's addition, is the "
+        "baseline: the {null}.",
     ),
     "r3a_datasets": (
         d.r3a_datasets,
@@ -114,14 +126,15 @@ FIGURES: dict[str, tuple[Callable[[Study], Figure], str]] = {
 EXTRA: dict[str, tuple[Callable[[Study], Figure], str]] = {
     "x_in_dist_by_layer": (
         x.x_in_dist_by_layer,
-        "probegen's view: mean in-distribution validation accuracy by layer per algorithm "
-        "(random dotted): where truth becomes linearly readable. Grey: before the later "
+        "probegen's view: mean in-distribution validation accuracy by layer per algorithm, "
+        "dotted: the {null}; where truth becomes linearly readable. Grey: before the later "
         "layers ({later}).",
     ),
     "x_cross_by_algorithm": (
         x.x_cross_by_algorithm,
         "probegen's view: the spread behind r2 — each probe's mean recovered accuracy on the "
-        "other datasets (own left out), {later}, per algorithm, random included.",
+        "other datasets (own left out), {later}, per algorithm, and, one point per train "
+        "dataset × layer, of the {null}.",
     ),
     "x_thresholds": (
         x.x_thresholds,
@@ -140,21 +153,30 @@ class Drawn:
     caption: str
     path: Path | None = None
     skipped: str | None = None
-    section: str = "original"  # "original" (the fourteen) or "extra" (probegen's views)
+    # "robust" (the robust view), "original" (the fourteen) or "extra" (probegen's views)
+    section: str = "original"
 
 
-def draw_all(study: Study, out_dir: Path, only: list[str] | None = None) -> list[Drawn]:
-    """Draw the fourteen figures, then probegen's views (or `only` these names) into
+def draw_all(
+    study: Study,
+    out_dir: Path,
+    only: list[str] | None = None,
+    robust: RobustStudy | None = None,
+) -> list[Drawn]:
+    """Draw the robust view's figure (from `robust`; skipped, saying why, without one), the
+    fourteen figures, then probegen's views (or `only` these names) into
     `out_dir`/<name>.png, each with its caption filled in from the study's choices."""
     drawn = []
     choices = study.choices()
-    for section, figures in (("original", FIGURES), ("extra", EXTRA)):
+    sections = (("robust", ROBUST, choices | r.caption_values(study, robust)),
+                ("original", FIGURES, choices), ("extra", EXTRA, choices))  # fmt: skip
+    for section, figures, values in sections:
         for name, (draw, caption) in figures.items():
             if only is not None and name not in only:
                 continue
-            caption = caption.format_map(choices)
+            caption = caption.format_map(values)
             try:
-                figure = draw(study)
+                figure = draw(study, robust) if section == "robust" else draw(study)
             except Skip as reason:
                 log.info("%s: %s skipped: %s", study.model, name, reason)
                 drawn.append(Drawn(name, caption, skipped=str(reason), section=section))
@@ -164,4 +186,4 @@ def draw_all(study: Study, out_dir: Path, only: list[str] | None = None) -> list
     return drawn
 
 
-__all__ = ["EXTRA", "FIGURES", "Drawn", "Skip", "draw_all"]
+__all__ = ["EXTRA", "FIGURES", "ROBUST", "Drawn", "Skip", "draw_all"]

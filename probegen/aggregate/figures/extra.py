@@ -1,7 +1,8 @@
 """probegen's own views, which the original analysis does not draw (x_*.png, the report's
 second section): in-distribution accuracy by layer per algorithm, the spread of probes'
-cross-dataset recovered accuracy per algorithm, and each dataset's threshold. The random
-baseline is drawn in all three."""
+cross-dataset recovered accuracy per algorithm, and each dataset's threshold. The first two
+draw the null baseline (random directions, `Study` pseudo-algorithm `null`) beside the
+algorithms."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from probegen.aggregate.tables import NO_CROSS, need
 def x_in_dist_by_layer(study: Study) -> Figure:
     rows = study.recovered[study.recovered["train_dataset"] == study.recovered["eval_dataset"]]
     need(not rows.empty, "no probe was scored on its own train dataset (add it to eval=)")
-    palette = style.colours(study.algorithms)
+    palette = style.colours(study.algorithms, BASELINES)
     fig, ax = style.new_figure()
     for algorithm in study.algorithms:
         means = rows[rows["probe"] == algorithm].groupby("layer")["accuracy"].mean()
@@ -42,7 +43,7 @@ def x_cross_by_algorithm(study: Study) -> Figure:
     rows = rows[rows["train_dataset"] != rows["eval_dataset"]].dropna(subset=["recovered"])
     need(not rows.empty, NO_CROSS)
     means = rows.groupby(["probe", "train_dataset", "layer"])["recovered"].mean().reset_index()
-    palette = style.colours(study.algorithms)
+    palette = style.colours(study.algorithms, BASELINES)
     groups = [(a, means.loc[means["probe"] == a, "recovered"].to_numpy()) for a in study.algorithms]
     groups = [(a, v) for a, v in groups if len(v)]
     fig, ax = style.new_figure(7, 0.45 * len(groups) + 1.4)

@@ -100,7 +100,8 @@ def r2_probes(study: Study) -> Figure:
     if baseline is not None:  # our reference line, not in the original
         ax.axhline(baseline["mean_recovered"], ls=":", c="#555555", lw=1.3)
         handles.append(matplotlib.lines.Line2D([], [], ls=":", c="#555555",
-                                               label="random direction (baseline)"))  # fmt: skip
+                                               label="null: random directions,\nsign chosen "
+                                               "on the eval set"))  # fmt: skip
     ax.set_xticks(x, table.index)
     style.percent_axis(ax, "y", (0, 1.08))
     ax.set_ylabel("mean recovered accuracy\n(all layers, own train dataset included)")
