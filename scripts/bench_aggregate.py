@@ -169,11 +169,13 @@ def main() -> None:
     summary = study.summary()
     assert summary["available"], summary["unavailable_reason"]
     for policy, head in summary["headlines"].items():
-        m = head["mean_ccr"]
+        shown = {
+            k: "{value:.3f} [{lo:.3f}, {hi:.3f}]".format(**head[k])
+            for k in ("share_transfer_half", "mean_ccr", "recovered_mean", "null_recovered_mean")
+        }
         print(f"  {policy:5s}: learned {len(head['learned'])}, share transferring "
-              f"{head['share_transfer_half']:.3f}, mean CCR {m['value']:.3f} "
-              f"[{m['lo']:.3f}, {m['hi']:.3f}], RA {head['recovered_mean']:.3f} vs null "
-              f"{head['null_recovered_mean']:.3f}")  # fmt: skip
+              f"{shown['share_transfer_half']}, mean CCR {shown['mean_ccr']}, RA "
+              f"{shown['recovered_mean']} vs null {shown['null_recovered_mean']}")  # fmt: skip
     print(f"read {len(results)} rows and {len(jobs)} outcomes files: {read:.1f} s")
     print(
         f"robust_analysis ({args.resamples} resamples): {wall:.1f} s "

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.special import ndtri
 
 from probegen import outcomes as oc
 from probegen.aggregate import bootstrap
@@ -127,13 +128,20 @@ def test_pairing_identical_cells_get_identical_resamples():
                           probes.xs("lda", level="probe")[columns].to_numpy())  # fmt: skip
 
 
+def contains(estimate: dict) -> bool:
+    """The headline number's interval holds its point value."""
+    return estimate["lo"] <= estimate["value"] <= estimate["hi"]
+
+
 def test_planted_shared_truth_transfers():
     results, jobs = sweep(shared, DATASETS, probes=("dim", "lda", "random"))
     study = robust_analysis(results, jobs, depth=4, later_layer=2)
     assert study.unavailable_reason is None
     head = study.summary()["headline"]
     assert head["learned"] == DATASETS and head["not_learned"] == {}
-    assert head["share_transfer_half"] == 1.0
+    assert head["share_transfer_half"] == {"value": 1.0, "lo": 1.0, "hi": 1.0}
+    assert contains(head["recovered_mean"]) and contains(head["null_recovered_mean"])
+    assert head["recovered_mean"]["lo"] > 0.95  # 0.9 / 0.9, clipped at 1
     assert head["mean_ccr"]["lo"] > 0.5 and abs(head["mean_ccr"]["value"] - 1) < 0.05
     assert head["n_probes"] == 2 * 4 * 2  # the baseline is tested, never in the headline
     assert not study.view.probes.set_index("probe").loc["random", "original"].any()
@@ -143,7 +151,7 @@ def test_planted_shared_truth_transfers():
     assert matrix.loc[~matrix["own"], "significant"].all()
     assert matrix.loc[matrix["own"], "significant"].isna().all()
     # the original policy's view is there too, side by side
-    assert study.summary()["headlines"]["eval"]["share_transfer_half"] == 1.0
+    assert study.summary()["headlines"]["eval"]["share_transfer_half"]["value"] == 1.0
 
 
 def test_null_level_cross_dataset_does_not_transfer():
@@ -152,12 +160,47 @@ def test_null_level_cross_dataset_does_not_transfer():
     study = robust_analysis(results, jobs, depth=4, later_layer=2)
     head = study.summary()["headline"]
     assert head["learned"] == DATASETS
-    assert head["share_transfer_half"] == 0.0
+    share = head["share_transfer_half"]
+    assert share["value"] == share["lo"] == 0.0 and share["hi"] <= 0.1
     assert head["n_transfers"] < 3  # FDR 5%: no more than a stray false discovery
     assert head["mean_ccr"]["lo"] < 0 < head["mean_ccr"]["hi"]
     # original RA is near its null's: the sign-free null recovers ~ as much
-    assert abs(head["recovered_mean"] - head["null_recovered_mean"]) < 0.05
+    ra, null_ra = head["recovered_mean"], head["null_recovered_mean"]
+    assert contains(ra) and contains(null_ra) and abs(ra["value"] - null_ra["value"]) < 0.05
+    assert ra["lo"] < null_ra["hi"] and null_ra["lo"] < ra["hi"]  # the intervals overlap
     assert not study.view.matrix["significant"].fillna(False).any()
+
+
+def test_borderline_transfer_gives_a_wide_share_interval():
+    def truth(probe, train, layer, e):
+        return 0.9 if train == e else NULL_P + 0.05  # 2 null sds: p-values near BH's line
+
+    results, jobs = sweep(truth, DATASETS)
+    share = robust_analysis(results, jobs, depth=4, later_layer=2).summary()["headline"][
+        "share_transfer_half"
+    ]
+    assert contains(share) and 0 < share["lo"] < share["hi"] < 1
+    assert share["hi"] - share["lo"] >= 0.25  # 16 probes: several flip across resamples
+
+
+def test_identity_resamples_reproduce_every_point_value(monkeypatch):
+    """With every resample the original sample, each interval collapses onto its point
+    value: the per-resample share, RA and CCR are the point estimates' formulas."""
+
+    def identity(units, resamples, seed, dataset, split):
+        return np.ones((resamples, units), dtype=np.float32)
+
+    def truth(probe, train, layer, e):
+        return 0.9 if train == e else NULL_P + 0.05
+
+    monkeypatch.setattr(bootstrap, "resample_counts", identity)
+    results, jobs = sweep(truth, DATASETS)
+    head = robust_analysis(results, jobs, depth=4, later_layer=2, resamples=20).view.headline
+    for key in ("share_transfer_half", "mean_ccr", "recovered_mean", "null_recovered_mean"):
+        estimate = head[key]
+        assert estimate["lo"] == pytest.approx(estimate["value"], abs=1e-6), key
+        assert estimate["hi"] == pytest.approx(estimate["value"], abs=1e-6), key
+    assert 0 < head["share_transfer_half"]["value"] < 1  # not a trivial case
 
 
 def test_threshold_near_the_null_is_not_learned():
@@ -187,6 +230,18 @@ def test_benjamini_hochberg_by_hand():
     assert np.isnan(adjusted[5])
     assert not bootstrap.bh_reject([0.3, 0.04, 0.5], 0.05).any()
     assert not bootstrap.bh_reject([], 0.05).any()
+
+
+def test_benjamini_hochberg_per_row_matches_the_single_family_rule():
+    rng = np.random.default_rng(3)
+    p = rng.uniform(0, 0.08, (200, 30)) ** rng.uniform(0.5, 3, (200, 1))
+    p[rng.random(p.shape) < 0.1] = np.nan
+    p[:, 5] = p[:, 6]  # ties
+    p[0] = np.nan  # nothing tested
+    p[1] = 1.0  # nothing rejected
+    rows = bootstrap.bh_reject_rows(-ndtri(p), 0.05)  # z with p = ndtr(-z)
+    expected = np.array([bootstrap.bh_reject(row, 0.05) for row in p])
+    assert np.array_equal(rows, expected) and 0 < expected.mean() < 1
 
 
 def test_null_p_values():

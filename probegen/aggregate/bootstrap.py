@@ -11,10 +11,12 @@ Mechanics only: `probegen.aggregate.robust` makes the choices and explains them.
   for all cells at once.
 - `Accumulator`: one policy's resampled statistics, eval set by eval set: the threshold's
   interval and the learned test, every cell's intervals, per probe the per-resample sums
-  of chance-corrected recovery over the other eval sets, per (train, eval) pair the
-  interval of the matrix's mean.
-- `null_p_values`, `bh_adjust`, `bh_reject`: the per-cell test against the random
-  directions and the Benjamini–Hochberg step-up procedure.
+  of chance-corrected recovery, RA and the null's RA over the other eval sets, per (train,
+  eval) pair the interval of the matrix's mean, and every off-diagonal cell's per-resample
+  z (float32 [B, cells] per eval set) for the transfer test on each resample
+  (`probegen.aggregate.transfer`).
+- `null_z`, `null_p_values`, `bh_adjust`, `bh_reject`, `bh_reject_rows`: the per-cell test
+  against the random directions and the Benjamini–Hochberg step-up procedure.
 """
 
 from __future__ import annotations
@@ -26,12 +28,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
-from scipy.special import ndtr
+from scipy.special import ndtr, ndtri
 
 from probegen.outcomes import POLICIES, EvalOutcomes, JobOutcomes
 
 KEY = ["probe", "train_dataset", "layer"]  # a cell on a given eval set
 _CHUNK = 1024  # cells converted to float32 at a time: bounds the copy at 4 KiB x units
+SUMMED = ("ccr", "recovered", "null_recovered")  # per-probe sums the Accumulator keeps
+# SUMMED -> its count: RA and the null's RA are defined together (threshold > 0)
+COUNTED = {"ccr": "ccr", "recovered": "recovered", "null_recovered": "recovered"}
 
 
 @dataclass
@@ -96,15 +101,25 @@ def recovery(accuracy: ArrayLike, null_mean: ArrayLike, threshold: ArrayLike) ->
         return np.where(gap > 0, (accuracy - null_mean) / gap, np.nan)
 
 
+def null_z(accuracy: np.ndarray, null_mean: np.ndarray, null_sd: np.ndarray) -> np.ndarray:
+    """(accuracy - null_mean) / null_sd, cells on the last axis (null_sd [c]), in the
+    inputs' float dtype. sd 0: +inf above the mean, else -inf (so p = ndtr(-z) is 0 or 1).
+    NaN in, NaN out."""
+    diff = np.subtract(accuracy, null_mean)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = diff / null_sd
+    zero = null_sd == 0  # rare: patched alone, so resampled z stays one float32 pass
+    if zero.any():
+        d = diff[..., zero]
+        z[..., zero] = np.where(np.isnan(d), np.nan, np.where(d > 0, np.inf, -np.inf))
+    return z
+
+
 def null_p_values(accuracy: ArrayLike, null_mean: ArrayLike, null_sd: ArrayLike) -> np.ndarray:
     """One-sided p-values of accuracy > null, the null's accuracies taken as Gaussian with
     the random directions' mean and sd. sd 0: p = 0 above the mean, else 1. NaN in, NaN out."""
     acc, mean, sd = (np.asarray(x, dtype=np.float64) for x in (accuracy, null_mean, null_sd))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p = ndtr(-(acc - mean) / sd)
-    flat = np.where(acc > mean, 0.0, 1.0)
-    p = np.where(sd == 0, flat, p)
-    return np.where(np.isnan(acc) | np.isnan(mean) | np.isnan(sd), np.nan, p)
+    return ndtr(-null_z(acc, mean, sd))
 
 
 def bh_adjust(p: ArrayLike) -> np.ndarray:
@@ -132,6 +147,23 @@ def bh_reject(p: ArrayLike, q: float) -> np.ndarray:
     if below.size:
         out[order[: below[-1] + 1]] = True
     return out
+
+
+def bh_reject_rows(z: np.ndarray, q: float) -> np.ndarray:
+    """`bh_reject` of p = ndtr(-z) on each row of z [n, m] at once (each row its own
+    family; NaN: not tested), in z: p_(k) <= k q / m iff z_(k) >= -ndtri(k q / m), so no
+    p-value is computed and the sort stays in z's dtype. Rejecting z >= the row's cutoff
+    z_(k) equals rejecting the k largest: a tie past k would meet the rule at a larger k."""
+    ranked = -np.sort(-z, axis=1)  # descending, NaN last
+    tested = (~np.isnan(z)).sum(axis=1)
+    below = np.zeros(z.shape, dtype=bool)
+    k = np.arange(1, z.shape[1] + 1)
+    for m in np.unique(tested):  # one m in every row when only null_sd can be NaN
+        rows = tested == m
+        below[rows] = ranked[rows] >= -ndtri(np.minimum(k * q / max(m, 1), 1.0))
+    last = z.shape[1] - 1 - np.argmax(below[:, ::-1], axis=1)  # the largest such k, 0-based
+    cutoff = np.where(below.any(axis=1), ranked[np.arange(z.shape[0]), last], np.inf)
+    return z >= cutoff[:, None]
 
 
 def covered(outcomes: list[JobOutcomes], split: str) -> pd.DataFrame:
@@ -224,15 +256,20 @@ class Accumulator:
     """One sign policy's bootstrap statistics, filled eval set by eval set (`add`).
 
     `rows`: the policy's ok validation rows (KEY, eval_dataset, accuracy, null_mean,
-    null_p95, `pid` = the probe's column in `sums`, `in_matrix`); `best`:
-    `metrics.threshold_probes` on the policy's accuracy (index eval dataset).
+    null_sd, null_p95, `pid` = the probe's column in `sums`, `in_matrix`; a RangeIndex);
+    `best`: `metrics.threshold_probes` on the policy's accuracy (index eval dataset).
     """
 
     def __init__(self, policy: str, rows: pd.DataFrame, best: pd.DataFrame, n_probes: int,
                  resamples: int, alpha: float):  # fmt: skip
         self.policy, self.rows, self.best, self.alpha = policy, rows, best, alpha
-        self.sums = np.zeros((resamples, n_probes), dtype=np.float64)  # CCR, other eval sets
-        self.n = np.zeros((resamples, n_probes), dtype=np.int32)  # defined CCR values summed
+        # per resample and probe, over the other eval sets: sums of CCR, RA and the null's RA
+        self.sums = {s: np.zeros((resamples, n_probes)) for s in SUMMED}
+        # defined values summed (RA and the null's RA are defined together)
+        self.n = {s: np.zeros((resamples, n_probes), dtype=np.int32)
+                  for s in set(COUNTED.values())}  # fmt: skip
+        self.z: list[np.ndarray] = []  # per eval set float32 [B, c]: off-diagonal cells' z
+        self.z_rows: list[np.ndarray] = []  # per eval set: those cells' positions in `rows`
         self.thresholds: list[dict] = []
         self.parts: list[pd.DataFrame] = []  # per-cell intervals
         self.matrix: list[pd.DataFrame] = []  # per (train, eval) interval of the mean CCR
@@ -241,13 +278,15 @@ class Accumulator:
 
     def add(self, dataset: str, sample: EvalSample, counts: np.ndarray) -> None:
         """Resample every cell on `dataset`'s validation split at once."""
-        rows = self.rows[self.rows["eval_dataset"] == dataset].reset_index(drop=True)
+        at = np.flatnonzero(self.rows["eval_dataset"] == dataset)  # positions in self.rows
+        rows = self.rows.iloc[at].reset_index(drop=True)
         if dataset not in self.best.index or rows.empty:
             return
         position = pd.MultiIndex.from_frame(sample.cells).get_indexer(
             pd.MultiIndex.from_frame(rows[KEY])
         )
-        rows, position = rows[position >= 0].reset_index(drop=True), position[position >= 0]
+        found = position >= 0
+        rows, position, at = rows[found].reset_index(drop=True), position[found], at[found]
         whole = sample.correct[self.policy][position].mean(axis=1)
         self.mismatched += int((np.abs(whole - rows["accuracy"].to_numpy()) > 1e-6).sum())
         acc = sample.accuracy(counts, self.policy)[:, position]
@@ -276,15 +315,26 @@ class Accumulator:
         self.parts.append(part)
         if not learned:
             return
-        ccr = recovery(acc, sample.null_mean(counts, self.policy)[:, position], acc[:, [j]])
+        null, threshold = sample.null_mean(counts, self.policy)[:, position], acc[:, [j]]
+        ccr = recovery(acc, null, threshold)
         part["ccr_lo"], part["ccr_hi"] = interval(ccr, self.alpha)
         finite = np.isfinite(ccr)
         self.undefined += int((~finite).sum())
         ccr = np.where(finite, ccr, np.float32(0))
         off = (rows["train_dataset"] != dataset).to_numpy()
         pid = rows.loc[off, "pid"].to_numpy()  # one cell per probe here: no repeated column
-        self.sums[:, pid] += ccr[:, off]
-        self.n[:, pid] += finite[:, off]
+        self.sums["ccr"][:, pid] += ccr[:, off]
+        self.n["ccr"][:, pid] += finite[:, off]
+        defined = np.broadcast_to(threshold > 0, acc.shape)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for name, value in (("recovered", acc), ("null_recovered", null)):
+                ra = np.where(defined, np.clip(value / threshold, 0, 1), np.float32(0))
+                self.sums[name][:, pid] += ra[:, off]
+        self.n["recovered"][:, pid] += defined[:, off]
+        # the transfer test per resample needs the whole family at once: keep z, not p
+        sd = rows.loc[off, "null_sd"].to_numpy(dtype=np.float32)
+        self.z.append(null_z(acc[:, off], null[:, off], sd))
+        self.z_rows.append(at[off])
         chosen = rows["in_matrix"].to_numpy()
         trains, group = np.unique(rows.loc[chosen, "train_dataset"], return_inverse=True)
         onehot = np.eye(len(trains), dtype=np.float32)[group]
@@ -293,3 +343,11 @@ class Accumulator:
         lo, hi = interval(means, self.alpha)
         self.matrix.append(pd.DataFrame({"train_dataset": trains, "eval_dataset": dataset,
                                          "ccr_lo": lo, "ccr_hi": hi}))  # fmt: skip
+
+    def mean_interval(self, name: str, ids: np.ndarray) -> tuple[float, float]:
+        """The interval of `name` (one of SUMMED) averaged over the probes `ids`' cells on
+        the other eval sets, the mean recomputed per resample (NaN: none defined)."""
+        n = self.n[COUNTED[name]][:, ids].sum(axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lo, hi = interval(self.sums[name][:, ids].sum(axis=1) / n, self.alpha)
+        return float(lo), float(hi)

@@ -121,6 +121,15 @@ def _interval(value: float | None, lo: float | None, hi: float | None) -> str:
     return f"{_fraction(value)} [{ends[0]}, {ends[1]}]"
 
 
+def _pct_interval(estimate: dict) -> str:
+    """A headline fraction as "12.3% [10.1, 14.6]" (the interval in percent)."""
+    value, lo, hi = estimate["value"], estimate["lo"], estimate["hi"]
+    if value is None or not math.isfinite(value):
+        return "–"
+    ends = [f"{100 * v:.1f}" if v is not None and math.isfinite(v) else "?" for v in (lo, hi)]
+    return f"{pct(value)} [{ends[0]}, {ends[1]}]"
+
+
 def _fraction(value: float) -> str:
     """Two decimals, without the "-0.00" of a tiny negative."""
     return f"{value:.2f}".replace("-0.00", "0.00")
@@ -143,24 +152,25 @@ def _column(h: dict) -> list[str]:
     return [
         f"{len(learned)} of {total}: {', '.join(learned) or 'none'}",
         left,
-        f"{pct(share)} of {h['n_probes']}",
+        f"{_pct_interval(share)} of {h['n_probes']}",
         _interval(mean["value"], mean["lo"], mean["hi"]),
         best_name,
         best_value,
         f"{h['n_transfers']:,} of {h['n_tests']:,}",
-        f"{pct(h['recovered_mean'])} / {pct(h['null_recovered_mean'])}",
+        f"{_pct_interval(h['recovered_mean'])} / {_pct_interval(h['null_recovered_mean'])}",
     ]
 
 
 ROW_LABELS = [
     "datasets learned (threshold's interval above the null's 95th percentile)",
     "not learned (left out of every number below), with the reason",
-    "later-layer probes transferring to at least half of the other learned datasets",
+    "later-layer probes transferring to at least half of the other learned datasets [95% interval]",
     "mean chance-corrected recovery on the other learned datasets [95% interval]",
     "best probe (highest mean chance-corrected recovery on train-hparams)",
     "best probe's mean chance-corrected recovery on the other learned datasets [95% interval]",
     "probe × dataset cells beating the null (Benjamini–Hochberg, FDR 5%), all layers",
-    "mean recovered accuracy (the original metric) of the same cells: probes / the null",
+    "mean recovered accuracy (the original metric) of the same cells: probes / the null "
+    "[95% intervals]",
 ]
 
 

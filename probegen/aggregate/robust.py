@@ -37,11 +37,18 @@ Choices:
    on learned eval sets with a learned train set (all algorithms, train sets, layers: the
    cells any robust number uses). A cell transfers when BH rejects.
 6. Headline, over the original eight at later layers (layer >= later_layer) trained on a
-   learned set: share of probes transferring to at least half of the other learned sets;
-   mean CCR over those probes × other learned sets (point over cells; interval from the
-   same mean per resample); the best probe = highest mean CCR on train-hparams (threshold
-   = the threshold cell's train-hparams accuracy, so selection never sees validation),
-   reported with its validation mean and interval. Also RA's and the null's RA mean.
+   learned set, each number {value, lo, hi}: share of probes transferring to at least half
+   of the other learned sets; mean CCR over those probes × other learned sets; the mean RA
+   and the null's mean RA of the same cells; the best probe = highest mean CCR on
+   train-hparams (threshold = the threshold cell's train-hparams accuracy, so selection
+   never sees validation), with its validation mean and interval. Means: point over cells,
+   interval from the same mean per resample (RA with the threshold cell's resampled
+   accuracy). Share: per resample, every cell of choice 5's family gets z from its
+   resampled accuracy and null mean (null_sd from the results, as the point's), BH at q
+   runs over that resample's family, and each probe's "at least half" is recounted
+   (`probegen.aggregate.transfer`; resamples a chunk at a time, so memory stays at the
+   family's float32 z, cells × B × 4 bytes). The interval thus holds the test's own noise:
+   a probe whose cells sit near BH's line flips between resamples.
 7. Matrix (train × eval, original eight, later layers, own cells included): mean CCR with
    an interval, and `significant` = at least half of the pair's cells transfer. The cells
    already passed an FDR-controlled test; the majority rule matches the headline's "at
@@ -66,7 +73,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from probegen.aggregate import bootstrap, metrics
+from probegen.aggregate import bootstrap, metrics, transfer
 from probegen.aggregate import study as _study
 from probegen.aggregate.bootstrap import KEY, interval, recovery
 from probegen.outcomes import POLICIES, JobOutcomes
@@ -301,7 +308,7 @@ def _tables(acc: bootstrap.Accumulator, hp: pd.DataFrame, probes: pd.DataFrame, 
     hp_ccr = pd.Series(recovery(hp["accuracy"], hp["null_mean"], hp["threshold"]), hp.index)
     table["ccr_cross_hparams"] = hp_ccr.groupby(hp["pid"]).mean()
     with np.errstate(divide="ignore", invalid="ignore"):
-        table["ccr_lo"], table["ccr_hi"] = interval(acc.sums / acc.n, acc.alpha)
+        table["ccr_lo"], table["ccr_hi"] = interval(acc.sums["ccr"] / acc.n["ccr"], acc.alpha)
     table["transfers_half"] = (table["n_eval"] > 0) & (table["n_transfer"] >= table["n_eval"] / 2)
     table["original"] = table["probe"].isin(_study.ORIGINAL_ALGORITHMS)
     table["later"] = table["layer"] >= later
@@ -323,9 +330,8 @@ def _tables(acc: bootstrap.Accumulator, hp: pd.DataFrame, probes: pd.DataFrame, 
 
     head = table[table["original"] & table["later"]]
     ids = head.index.to_numpy()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lo, hi = interval(acc.sums[:, ids].sum(axis=1) / acc.n[:, ids].sum(axis=1), acc.alpha)
     used = cells[family & cells["pid"].isin(ids).to_numpy()]
+    share = transfer.share_interval(acc, family, ids, q)
     ranked = head.sort_values(["ccr_cross_hparams", *KEY], ascending=[False, True, True, True],
                               na_position="last")  # fmt: skip
     best = None
@@ -339,10 +345,12 @@ def _tables(acc: bootstrap.Accumulator, hp: pd.DataFrame, probes: pd.DataFrame, 
         "not_learned": {str(e): r for e, r in thresholds.loc[~thresholds["learned"], "reason"]
                         .items()},
         "no_threshold": sorted(set(acc.rows["eval_dataset"]) - set(thresholds.index)),
-        "n_probes": len(head), "share_transfer_half": head["transfers_half"].mean(),
-        "mean_ccr": {"value": used["ccr"].mean(), "lo": lo, "hi": hi},
-        "best_probe": best, "recovered_mean": used["recovered"].mean(),
-        "null_recovered_mean": used["null_recovered"].mean(), "n_cells": len(used),
+        "n_probes": len(head),
+        "share_transfer_half": _estimate(head["transfers_half"].mean(), share),
+        "mean_ccr": _estimate(used["ccr"].mean(), acc.mean_interval("ccr", ids)),
+        "best_probe": best, "n_cells": len(used),
+        **{f"{name}_mean": _estimate(used[name].mean(), acc.mean_interval(name, ids))
+           for name in ("recovered", "null_recovered")},
         "n_tests": int(family.sum()), "n_transfers": int(cells["transfers"].sum()),
         "undefined_ccr_resamples": acc.undefined,
         "untrained_eval_sets": sorted(set(acc.rows["eval_dataset"]) - trained),
@@ -352,6 +360,10 @@ def _tables(acc: bootstrap.Accumulator, hp: pd.DataFrame, probes: pd.DataFrame, 
                      "differs from their outcomes' (mixed runs?)")  # fmt: skip
     cells = cells.drop(columns="pid")
     return PolicyView(policy, thresholds, cells, table, matrix, _json(headline))
+
+
+def _estimate(value: float, bounds: tuple[float, float]) -> dict:
+    return {"value": value, "lo": bounds[0], "hi": bounds[1]}
 
 
 def _json(value):
