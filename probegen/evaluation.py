@@ -108,10 +108,10 @@ class EvalSet:
         """Share of informative groups whose top-scoring row is true, per column of S
         (of -S when `negated`); NaN when no group is informative."""
         S = _as_scores(S, self.n_rows)
-        top, bottom = self._grouped_outcomes(S, negated_too=negated)
+        top, bottom = self.grouped_outcomes(S, negated_too=negated)
         return _mean_or_nan(bottom if negated else top, S)
 
-    def _grouped_outcomes(
+    def grouped_outcomes(
         self, S: np.ndarray, negated_too: bool = True
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Per informative group and column: is the top row of S true, and (`negated_too`)
@@ -183,7 +183,7 @@ class EvalSet:
         if signs is None:
             flip = np.zeros(k, dtype=bool)
             if self.grouped:
-                top, bottom = self._grouped_outcomes(S)
+                top, bottom = self.grouped_outcomes(S)
                 flip = _mean_or_nan(bottom, S, -1) > _mean_or_nan(top, S, -1)
                 correct = np.where(flip[None, :], bottom, top)
             else:
@@ -194,7 +194,7 @@ class EvalSet:
         else:
             flip = np.asarray(signs) < 0
             if self.grouped:
-                correct = self._grouped_outcomes(S, negated_too=False)[0]
+                correct = self.grouped_outcomes(S, negated_too=False)[0]
             else:
                 cut = roc_thresholds(S, self.labels)[1] if thresholds is None else thresholds
                 correct = self._cut(S, np.asarray(cut, dtype=np.float64))
@@ -282,5 +282,5 @@ def score(
 
 def train_signs(S: np.ndarray, labels: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
     """The "train" sign policy: +1/-1 per column, whichever scores higher on the train split."""
-    result = score(S, labels, groups)
-    return np.where(result.is_flipped, -1.0, 1.0)
+    flipped = EvalSet(labels, groups).score(S, with_auroc=False).is_flipped
+    return np.where(flipped, -1.0, 1.0)

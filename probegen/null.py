@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from probegen.cache import Activations
-from probegen.evaluation import EvalSet, Outcomes, roc_thresholds
+from probegen.evaluation import EvalSet, Outcomes, roc_thresholds, train_signs
 
 
 def null_directions(hidden: int, count: int, seed: int, layer: int) -> np.ndarray:
@@ -51,8 +51,7 @@ def train_fixing(
     sign the eval-sign rule would pick on these rows, and the ROC point (closest to (0, 1))
     of the signed scores on these rows, as a threshold (ungrouped eval sets cut there)."""
     S = np.asarray(S).reshape(len(labels), -1)
-    flipped = EvalSet(labels, groups).score(S, with_auroc=False).is_flipped
-    signs = np.where(flipped, -1.0, 1.0)
+    signs = train_signs(S, labels, groups)
     return signs, roc_thresholds(S * signs[None, :], labels)[1]
 
 
@@ -104,7 +103,7 @@ def score_null(
 def _score_null_grouped(
     eval_set: EvalSet, S: np.ndarray, fits: dict[str, NullFit]
 ) -> tuple[NullStats, dict[str, NullStats]]:
-    top, bottom = eval_set._grouped_outcomes(np.asarray(S))
+    top, bottom = eval_set.grouped_outcomes(np.asarray(S))
 
     def stats(correct: np.ndarray) -> NullStats:
         accuracy = correct.mean(axis=0) if len(correct) else np.full(correct.shape[1], np.nan)

@@ -261,8 +261,8 @@ def job_outcomes(job: JobRows, train: Sequence[str], null_log: NullLog) -> JobOu
             # different units cannot be resampled together.
             log.warning("%s/%s: rows differ between layers; no outcomes kept", eval_name, split)
             continue
-        units, grouped, digest = null_log.units.get((eval_name, split), (None, None, None))
-        units = len(cells.correct_eval[0]) if units is None else units
+        # every scored split logs its units (`_log_null`), with or without the null
+        units, grouped, digest = null_log.units[eval_name, split]
         layers = sorted(
             {layer for e, s, layer in null_log.eval_counts if (e, s) == (eval_name, split)}
         )
@@ -272,8 +272,8 @@ def job_outcomes(job: JobRows, train: Sequence[str], null_log: NullLog) -> JobOu
             for t, layer in zip(cells.train, cells.layer, strict=True)
         ]
         eval_sets[eval_name, split] = EvalOutcomes(
-            dataset=eval_name, split=split, units=units, grouped=bool(grouped),
-            unit_digest=digest or "", train=np.array([index[t] for t in cells.train], np.int32),
+            dataset=eval_name, split=split, units=units, grouped=grouped,
+            unit_digest=digest, train=np.array([index[t] for t in cells.train], np.int32),
             layer=np.array(cells.layer, np.int32),
             correct={"eval": np.stack(cells.correct_eval), "fixed": np.stack(cells.correct_fixed)},
             null_fixed=np.stack(null_fixed), null_layers=np.array(layers, np.int32),
