@@ -44,6 +44,7 @@ class DemoPlan:
     wandb_mode: str = "offline"
     batch_tokens: int | None = None
     progress: bool = True
+    share_prefix: bool = True
 
 
 def _say(step: str, started: float) -> None:
@@ -73,7 +74,9 @@ def run_demo(plan: DemoPlan) -> Path:
         plan.cache_dir,
         plan.limits,
         SourceReader(),
-        ExtractOptions(batch_tokens=plan.batch_tokens, progress=plan.progress),
+        ExtractOptions(
+            batch_tokens=plan.batch_tokens, progress=plan.progress, share_prefix=plan.share_prefix
+        ),
     )
     for dataset, state in status.items():
         print(f"  {dataset}: {state}")
@@ -121,6 +124,7 @@ def main(cfg: DictConfig) -> None:
         wandb_mode=str(cfg.wandb_mode),
         batch_tokens=cfg.batch_tokens,
         progress=bool(cfg.progress),
+        share_prefix=bool(cfg.share_prefix),
     )
     run_demo(plan)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import hydra
@@ -32,6 +32,7 @@ from probegen.models import (
     load_model,
     load_tokenizer,
 )
+from probegen.prefix import Pack, attention_weight, plan_packs, sharing_problem
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,9 @@ class ExtractOptions:
     batch_tokens: int | None = None  # padded tokens per batch; None: 16384 on GPU, 4096 on CPU
     padding_side: str = "left"
     progress: bool = True
+    # Run each group's common token prefix once for all its rows (probegen.prefix, §4);
+    # False: every row whole, as before. Either gives the same activations within tolerance.
+    share_prefix: bool = True
 
 
 def count_layers(spec: ModelSpec) -> int:
@@ -126,6 +130,10 @@ def extract(
     if not todo:
         return status
     loaded = load_model(spec, load_tokenizer(spec))
+    problem = sharing_problem(loaded.model) if options.share_prefix else None
+    if problem:
+        log.warning("%s: prefix sharing off, every row runs whole (%s)", spec.name, problem)
+        options = replace(options, share_prefix=False)
     for dataset, rows, manifest in todo:
         run_model(loaded, dataset, rows, manifest, cache_dir, layers, options)
         status[dataset] = "extracted"
@@ -146,7 +154,17 @@ def run_model(
     token_ids = tokenizer(list(rows["text"]), add_special_tokens=True)["input_ids"]
     rows = rows.assign(n_tokens=[len(t) for t in token_ids])
     budget = options.batch_tokens or (16384 if loaded.device.type == "cuda" else 4096)
-    plan = plan_batches(rows["n_tokens"].tolist(), budget)
+    plan = plan_packed_batches(loaded, rows, token_ids, budget, options.share_prefix)
+    tokens = int(rows["n_tokens"].sum())
+    tokens_run = sum(p.length(token_ids) for batch in plan for p in batch)
+    # Outside the key, like depth: shared and unshared activations are interchangeable
+    # (§5), so either mode resumes the other's parts. Figures of the whole plan.
+    manifest = {
+        **manifest,
+        "share_prefix": options.share_prefix,
+        "tokens_run": tokens_run,
+        "tokens_saved": tokens - tokens_run,
+    }
     extractor = Extractor(
         loaded.model,
         layers,
@@ -163,20 +181,44 @@ def run_model(
             log.info(
                 "%s/%s: resuming, %d of %d rows done", spec.name, dataset, len(done), len(rows)
             )
-        pending = [[r for r in batch if r not in done] for batch in plan]
+        # Batches as an uninterrupted run makes them, less the rows already saved, so the
+        # final files equal that run's.
+        pending = [[q for p in batch if (q := p.without(done))] for batch in plan]
         pending = [batch for batch in pending if batch]
         names = rows["row_id"].tolist()
         for result in extractor.run(token_ids, pending, names, f"{spec.name}/{dataset}"):
             writer.add(result.rows, result.activations)
         writer.finish(rows)
     log.info(
-        "%s/%s: %d rows, %d layers cached in %.1fs",
+        "%s/%s: %d rows, %d layers cached in %.1fs; %d of %d tokens run (prefix sharing %s)",
         spec.name,
         dataset,
         len(rows),
         len(layers),
         time.perf_counter() - start,
+        tokens_run,
+        tokens,
+        "on" if options.share_prefix else "off",
     )
+
+
+def plan_packed_batches(
+    loaded: LoadedModel,
+    rows: pd.DataFrame,
+    token_ids: Sequence[Sequence[int]],
+    budget: int,
+    share_prefix: bool,
+) -> list[list[Pack]]:
+    """Batches of packs covering every row once: a group's rows in packs sharing their
+    common prefix when `share_prefix`, else one row per pack; longest first, under `budget`."""
+    if share_prefix:
+        groups = [None if pd.isna(g) else g for g in rows["group_id"]]
+        weight = attention_weight(loaded.model.config)
+        packs = plan_packs(token_ids, groups, budget, weight)
+    else:
+        packs = [Pack((r,)) for r in range(len(token_ids))]
+    batches = plan_batches([p.length(token_ids) for p in packs], budget)
+    return [[packs[j] for j in batch] for batch in batches]
 
 
 def _layers_value(value) -> str | int | tuple[int, ...]:
@@ -201,6 +243,7 @@ def main(cfg: DictConfig) -> None:
             batch_tokens=cfg.batch_tokens,
             padding_side=cfg.padding_side,
             progress=cfg.progress,
+            share_prefix=bool(cfg.share_prefix),
         ),
     )
     for dataset, state in status.items():

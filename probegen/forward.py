@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from probegen.prefix import MASK_KINDS, Pack, pack_inputs, sharing_problem
+
 log = logging.getLogger(__name__)
 
 
@@ -116,7 +118,7 @@ class LayerTap:
         self.blocks = decoder_layers(model)
         self.layers = sorted(layers)
         self.deepest = self.layers[-1]
-        self.positions: torch.Tensor | None = None
+        self.targets: tuple[torch.Tensor, torch.Tensor] | None = None  # (batch, token) index
         self.captured: dict[int, torch.Tensor] = {}
         self._handles: list = []
 
@@ -133,8 +135,8 @@ class LayerTap:
     def _hook(self, layer: int) -> Callable:
         def hook(module, args, output):
             hidden = output[0] if isinstance(output, tuple) else output
-            rows = torch.arange(hidden.shape[0], device=hidden.device)
-            self.captured[layer] = hidden[rows, self.positions.to(hidden.device)].detach()
+            batch, token = (t.to(hidden.device) for t in self.targets)
+            self.captured[layer] = hidden[batch, token].detach()
             if layer == self.deepest:
                 raise _StopForward
 
@@ -142,13 +144,25 @@ class LayerTap:
 
     @torch.inference_mode()
     def run(
-        self, model: nn.Module, ids: torch.Tensor, mask: torch.Tensor
+        self,
+        model: nn.Module,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        targets: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> dict[int, torch.Tensor]:
-        """One forward pass; returns layer -> [batch, hidden] last-token activations."""
+        """One forward pass; returns layer -> [targets, hidden] activations.
+
+        With a 2-D `mask` alone, the targets are each row's last real token and positions
+        count real tokens only, so left padding does not shift RoPE positions. A packed
+        batch (`probegen.prefix`) gives its 4-D mask, position ids and targets.
+        """
         self.captured = {}
-        self.positions = last_token_index(mask)
-        # Positions count real tokens only, so left padding does not shift RoPE positions.
-        position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        if targets is None:
+            targets = (torch.arange(ids.shape[0]), last_token_index(mask))
+        if position_ids is None:
+            position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        self.targets = tuple(t.to(ids.device) for t in targets)
         with contextlib.suppress(_StopForward):
             model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=False)
         missing = set(self.layers) - set(self.captured)
@@ -161,6 +175,8 @@ class LayerTap:
 class BatchResult:
     rows: list[int]  # indices into the dataset's rows
     activations: dict[int, torch.Tensor]  # layer -> [len(rows), hidden], on CPU
+    tokens_run: int = 0  # real (non-pad) tokens the forward pass ran
+    tokens: int = 0  # tokens of its rows, i.e. what running them unshared costs
 
 
 def is_oom(err: BaseException) -> bool:
@@ -171,8 +187,10 @@ def is_oom(err: BaseException) -> bool:
 class Extractor:
     """Runs batches through `model` and yields last-token activations of `layers`.
 
-    On CUDA out-of-memory the token budget halves and the failed batch is split and
-    retried; later batches larger than the new budget are split too.
+    A batch is a list of row indices, or of packs (`probegen.prefix.Pack`), which need a
+    model that `prefix.sharing_problem` accepts. On CUDA out-of-memory the token budget
+    halves and the failed batch is split (a lone pack into two) and retried; later batches
+    larger than the new budget are split too.
     """
 
     model: nn.Module
@@ -186,62 +204,93 @@ class Extractor:
     def run(
         self,
         token_ids: Sequence[Sequence[int]],
-        batches: Sequence[list[int]],
+        batches: Sequence[Sequence[int | Pack]],
         row_names: Sequence[str] | None = None,
         context: str = "",
     ) -> Iterator[BatchResult]:
-        """Yield each batch of `batches` (lists of indices into `token_ids`) once finished."""
+        """Yield each batch of `batches` (lists of indices into `token_ids`, or of packs)
+        once finished."""
+        pending = [[p if isinstance(p, Pack) else Pack((int(p),)) for p in b] for b in batches]
         # Softmax underflow yields subnormal floats, which slow CPU math ~20x; flushing them
         # to zero changes values below 1e-38 only. Restored to torch's default afterwards.
         torch.set_flush_denormal(True)
         try:
             with LayerTap(self.model, self.layers) as tap:
-                yield from self._run(tap, token_ids, list(batches), row_names, context)
+                yield from self._run(tap, token_ids, pending, row_names, context)
         finally:
             torch.set_flush_denormal(False)
 
     def _run(self, tap, token_ids, pending, row_names, context) -> Iterator[BatchResult]:
         bar = tqdm(
-            total=sum(len(b) for b in pending),
+            total=sum(len(p.rows) for b in pending for p in b),
             unit="row",
             disable=not self.progress,
             desc=context or "extract",
             mininterval=2.0,
         )
-        seen_tokens, start = 0, time.perf_counter()
+        run_total, row_total, start = 0, 0, time.perf_counter()
         while pending:
             batch = pending.pop(0)
-            width = max(len(token_ids[i]) for i in batch)
-            if len(batch) > 1 and len(batch) * width > self.token_budget:
-                pending[:0] = plan_subbatches(batch, token_ids, self.token_budget)
+            splittable = len(batch) > 1 or len(batch[0].rows) > 1
+            width = max(p.length(token_ids) for p in batch)
+            if splittable and len(batch) * width > self.token_budget:
+                pending[:0] = self._split(batch, token_ids)
                 continue
-            ids, mask = pad_batch([token_ids[i] for i in batch], self.pad_id, self.padding_side)
             try:
-                out = tap.run(self.model, ids.to(self.input_device), mask.to(self.input_device))
+                rows, out, tokens_run = self._forward(tap, batch, token_ids)
             except Exception as err:
-                if not is_oom(err) or len(batch) == 1:
+                if not is_oom(err) or not splittable:
                     raise
                 out = None
             if out is None:  # outside `except`, so the failed pass's tensors can be freed
                 torch.cuda.empty_cache()
                 self.token_budget = max(1, self.token_budget // 2)
-                log.warning(
-                    "out of memory on %d rows; budget now %d", len(batch), self.token_budget
-                )
+                n_rows = sum(len(p.rows) for p in batch)
+                log.warning("out of memory on %d rows; budget now %d", n_rows, self.token_budget)
                 pending.insert(0, batch)
                 continue
             cpu = {layer: t.to("cpu") for layer, t in out.items()}
-            check_finite(cpu, batch, row_names, context)
-            seen_tokens += int(mask.sum())
-            bar.update(len(batch))
-            bar.set_postfix(tok_s=f"{seen_tokens / (time.perf_counter() - start):.0f}")
-            yield BatchResult(batch, cpu)
+            check_finite(cpu, rows, row_names, context)
+            tokens = sum(len(token_ids[r]) for r in rows)
+            run_total, row_total = run_total + tokens_run, row_total + tokens
+            bar.update(len(rows))
+            bar.set_postfix(
+                tok_s=f"{run_total / (time.perf_counter() - start):.0f}",
+                run=run_total,
+                saved=f"{1 - run_total / row_total:.0%}",
+            )
+            yield BatchResult(rows, cpu, tokens_run, tokens)
         bar.close()
 
+    def _split(self, batch: list[Pack], token_ids) -> list[list[Pack]]:
+        """Sub-batches under the budget; a lone pack over it is halved."""
+        if len(batch) == 1:
+            return [[half] for half in batch[0].halves()]
+        sub = plan_batches([p.length(token_ids) for p in batch], self.token_budget)
+        return [[batch[j] for j in b] for b in sub]
 
-def plan_subbatches(batch: list[int], token_ids, token_budget: int) -> list[list[int]]:
-    sub = plan_batches([len(token_ids[i]) for i in batch], token_budget)
-    return [[batch[j] for j in b] for b in sub]
+    def _forward(self, tap, batch: list[Pack], token_ids):
+        """(rows, layer -> activations of those rows, real tokens run) of one forward."""
+        device = self.input_device
+        if all(len(p.rows) == 1 for p in batch):  # plain rows: the 2-D mask path
+            rows = [p.rows[0] for p in batch]
+            ids, mask = pad_batch([token_ids[r] for r in rows], self.pad_id, self.padding_side)
+            out = tap.run(self.model, ids.to(device), mask.to(device))
+            return rows, out, int(mask.sum())
+        problem = sharing_problem(self.model)
+        if problem:
+            raise ValueError(f"packs need a model that can share prefixes: {problem}")
+        kind = MASK_KINDS[self.model.config._attn_implementation]
+        dtype = next(tap.blocks[0].parameters()).dtype  # the additive mask's dtype
+        packed = pack_inputs(batch, token_ids, self.pad_id, self.padding_side, kind, dtype, device)
+        out = tap.run(
+            self.model,
+            packed.ids,
+            packed.mask,
+            position_ids=packed.position_ids,
+            targets=(packed.batch_index, packed.token_index),
+        )
+        return packed.rows, out, sum(p.length(token_ids) for p in batch)
 
 
 def check_finite(

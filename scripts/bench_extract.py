@@ -16,6 +16,12 @@ collection plus got_larger_than), shuffled with a fixed seed so lengths are mixe
 Throughput is real (non-pad) tokens per second, best of --repeats, each after one warm-up.
 Targets (on a 2-core CPU, smollm2-135m): a >= 0.9 b, a_half > b, a >= 1.5 c.
 
+With --prefix it measures prefix sharing instead (scripts/bench_prefix.py): the engine on
+study-shaped rows (the 17 datasets' real templates, synthetic passages of realistic length,
+--groups groups each), every row whole against each group's common prefix run once, in the
+same process; it prints tokens run (target <= 0.55 of unshared), wall time (target <= 0.6x)
+and how far the activations differ.
+
 With --random-qwen3-4b (for a GPU; the hub is unreachable) the model is a random-weight bf16
 Qwen3 of Qwen3-4B's shape, fed the smollm2 tokenizer's ids. GFLOP/s counts 2 * (params of
 the blocks run, + the lm_head for methods computing logits) per token (attention scores are
@@ -24,6 +30,7 @@ left out: prompts are short); on CUDA the MFU column divides it by --peak-tflops
   HF_HUB_OFFLINE=1 python scripts/bench_extract.py                       # smollm2-135m
   HF_HUB_OFFLINE=1 python scripts/bench_extract.py --model tiny --n-prompts 300   # smoke run
   HF_HUB_OFFLINE=1 python scripts/bench_extract.py --random-qwen3-4b --batch-tokens 16384
+  HF_HUB_OFFLINE=1 python scripts/bench_extract.py --prefix --groups 4   # shared vs unshared
 """
 
 from __future__ import annotations
@@ -172,6 +179,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="H100 bf16 dense")
     parser.add_argument("--json", default=None, help="write the figures to this path")
+    parser.add_argument("--prefix", action="store_true", help="shared vs unshared prefixes")
+    parser.add_argument("--groups", type=int, default=4, help="--prefix: groups per dataset")
     return parser.parse_args()
 
 
@@ -179,6 +188,15 @@ def main() -> None:
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)  # one setting for every method
+    if args.prefix:
+        from bench_prefix import compare  # scripts/ is on the path when run as a script
+
+        name, model, tokenizer, device = load(args)
+        figures = compare(args, model, tokenizer, device)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"model": name, **figures}, f, indent=2)
+        return
     texts = load_prompts(args.n_prompts, args.seed)
     name, model, tokenizer, device = load(args)
     vocab = model.get_input_embeddings().weight.shape[0]

@@ -32,7 +32,7 @@ SPEC = ModelSpec.from_values("tiny", device="cpu")
 LIMITS = Limits(train=40, train_hparams=20, validation=20)
 DATASETS = ["synthetic_capitals", "got_larger_than"]
 # A small budget makes many batches, so interruption and resumption have something to skip.
-OPTIONS = ExtractOptions(layers="all", batch_tokens=256, progress=False)
+OPTIONS = ExtractOptions(layers="all", batch_tokens=256, progress=False, share_prefix=False)
 
 
 def run(cache_dir: Path, datasets=DATASETS, options=OPTIONS) -> dict[str, str]:

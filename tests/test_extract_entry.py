@@ -51,12 +51,30 @@ def test_tiny_end_to_end_then_cached(tmp_path):
         )
         assert manifest["complete"] and manifest["layers"] == [1, 3]  # default: 1, 3, ...
         assert manifest["depth"] == 4  # the tiny model's decoder blocks
+        # prefix sharing is on by default: a pair's common prefix ran once
+        assert manifest["share_prefix"] is True and manifest["tokens_saved"] > 0
         acts = cache.load_activations(cache_dir, "tiny", dataset, 3)
         assert acts.X.shape[1] == 64 and np.isfinite(acts.X).all()
         assert (acts.split("train").groups is not None) and len(set(acts.splits)) == 3
     second = extract(tmp_path, *args)
     assert second.returncode == 0, second.stderr
     assert "tiny/synthetic_capitals: cached" in second.stdout
+
+
+def test_share_prefix_false_is_recorded_and_keeps_the_key(tmp_path):
+    cache_dir = tmp_path / "cache"
+    args = ["model=tiny", "dataset=got_larger_than", f"cache_dir={cache_dir}"]
+    whole = extract(tmp_path, *args, "share_prefix=false")
+    assert whole.returncode == 0, whole.stderr
+    manifest = json.loads(
+        (cache.dataset_dir(cache_dir, "tiny", "got_larger_than") / "manifest.json").read_text()
+    )
+    assert manifest["share_prefix"] is False and manifest["tokens_saved"] == 0
+    assert manifest["tokens_run"] > 0
+    # the mode is not part of the key: a shared run finds the unshared cache valid
+    shared = extract(tmp_path, *args)
+    assert shared.returncode == 0, shared.stderr
+    assert "tiny/got_larger_than: cached" in shared.stdout
 
 
 def test_multirun_one_job_per_dataset(tmp_path):

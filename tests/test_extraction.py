@@ -1,5 +1,5 @@
 """The forward-pass engine (`probegen.forward`): layer selection, batching, padding, early
-stop, errors, out-of-memory retry."""
+stop, errors, out-of-memory retry, token counts. Prefix sharing: tests/test_prefix_sharing.py."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from probegen.forward import (
     plan_batches,
     select_layers,
 )
+from probegen.prefix import Pack
 
 PROMPTS = [
     "The cat sat on the mat.",
@@ -173,3 +174,17 @@ def test_other_errors_are_not_retried(tiny):
     extractor = Extractor(broken, [0], pad_id=0, token_budget=10**4, progress=False)
     with pytest.raises(ValueError, match="boom"):
         list(extractor.run([[1, 2], [3, 4]], [[0, 1]]))
+
+
+def test_batch_results_count_tokens_run_and_the_rows_tokens(tiny):
+    ids = [[5, 6, 7, 8], [5, 6, 7, 9, 10], [11, 12]]
+    extractor = Extractor(tiny.model, [1], pad_id=0, token_budget=10**4, progress=False)
+    (whole,) = extractor.run(ids, [[0, 1, 2]])
+    assert (whole.tokens_run, whole.tokens) == (11, 11)  # padding is not counted
+    (packed,) = extractor.run(ids, [[Pack((0, 1), 3), Pack((2,))]])
+    assert packed.rows == [0, 1, 2]
+    assert (packed.tokens_run, packed.tokens) == (3 + 1 + 2 + 2, 11)
+    for j in range(3):
+        torch.testing.assert_close(
+            packed.activations[1][j], whole.activations[1][j], atol=1e-5, rtol=1e-4
+        )
