@@ -141,6 +141,8 @@ class OomAbove(torch.nn.Module):
     def __init__(self, model, limit):
         super().__init__()
         self.inner, self.limit, self.ooms = model, limit, 0
+        # as the wrapped model, for decoder_layers() and prefix.sharing_problem()
+        self.config, self.model = model.config, model.model
 
     def forward(self, input_ids, **kwargs):
         if input_ids.numel() > self.limit:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from test_extraction import OomAbove
 
 from probegen import cache
 from probegen.cache_write import DatasetWriter
@@ -237,21 +238,6 @@ def test_other_model_types_that_share(tiny, kind):
     shared, unshared, packs = shared_and_unshared(model, token_ids, groups, "right")
     assert all(len(p.rows) > 1 for p in packs)
     assert worst_relative(shared, unshared) <= FP32_TOL
-
-
-class OomAbove(torch.nn.Module):
-    """Raises CUDA-style out-of-memory on inputs over `limit` tokens."""
-
-    def __init__(self, model, limit):
-        super().__init__()
-        self.inner, self.limit, self.config, self.ooms = model, limit, model.config, 0
-        self.model = model.model  # so decoder_layers() finds the blocks
-
-    def forward(self, input_ids, **kwargs):
-        if input_ids.numel() > self.limit:
-            self.ooms += 1
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return self.inner(input_ids=input_ids, **kwargs)
 
 
 def test_out_of_memory_splits_a_lone_pack(tiny):
