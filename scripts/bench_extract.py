@@ -19,8 +19,12 @@ Targets (on a 2-core CPU, smollm2-135m): a >= 0.9 b, a_half > b, a >= 1.5 c.
 With --prefix it measures prefix sharing instead (scripts/bench_prefix.py): the engine on
 study-shaped rows (the 17 datasets' real templates, synthetic passages of realistic length,
 --groups groups each), every row whole against each group's common prefix run once, in the
-same process; it prints tokens run (target <= 0.55 of unshared), wall time (target <= 0.6x)
-and how far the activations differ.
+same process; it prints tokens run (target <= 0.55 of unshared), wall time (target <= 0.6x),
+how far the activations differ, row tokens/s, GFLOP/s (MFU on CUDA) and the minutes the
+study's tokens would take Qwen3-14B at the FLOP/s measured. The GPU check of issue 15 (a
+random-weight Qwen3-4B-shaped model in bf16, well under 8 minutes on one H100/H200):
+  HF_HUB_OFFLINE=1 python scripts/bench_extract.py --prefix --random-qwen3-4b \
+      --batch-tokens 16384 --groups 32 --repeats 2 --json prefix_qwen3_4b.json
 
 With --random-qwen3-4b (for a GPU; the hub is unreachable) the model is a random-weight bf16
 Qwen3 of Qwen3-4B's shape, fed the smollm2 tokenizer's ids. GFLOP/s counts 2 * (params of

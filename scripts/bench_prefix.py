@@ -180,6 +180,8 @@ def compare(args, model, tokenizer, device: torch.device) -> dict:
     """Shared vs unshared extraction of the same study-shaped rows in one process: tokens
     run, wall time (best of --repeats, the modes alternating, after a warm-up batch each)
     and the largest relative difference of their activations. Prints and returns them."""
+    if args.groups < 2:
+        raise SystemExit("--groups must be at least 2: the groups spread over two source splits")
     with tempfile.TemporaryDirectory() as folder:
         rows = study_rows(Path(folder), args.groups, args.seed)
     vocab = model.get_input_embeddings().weight.shape[0]
@@ -213,6 +215,7 @@ def compare(args, model, tokenizer, device: torch.device) -> dict:
             outputs[mode], took = _activations(extractor, token_ids, plan)
             seconds[mode] = min(seconds.get(mode, float("inf")), took)
     relative, absolute = _differences(outputs["shared"], outputs["unshared"])
+    throughput = _throughput(model, layers, device, args.peak_tflops, tokens, tokens_run, seconds)
     figures = {
         "rows": len(rows),
         "groups": args.groups,
@@ -227,6 +230,7 @@ def compare(args, model, tokenizer, device: torch.device) -> dict:
         "max_abs_diff": absolute,
         "load_before": load_before[0],
         "load_after": os.getloadavg()[0],
+        **throughput,
     }
     f = figures
     print(f"rows {f['rows']} ({args.groups} groups per study dataset), packs {f['packs']}, "
@@ -237,8 +241,50 @@ def compare(args, model, tokenizer, device: torch.device) -> dict:
           f"ratio {_verdict(f['wall_ratio'], 0.6)}")  # fmt: skip
     print(f"activations differ by at most {relative:.2e} relative (row, layer), {absolute:.2e}"
           f" absolute")  # fmt: skip
+    for mode in ("unshared", "shared"):
+        mfu = f[f"mfu_{mode}"]
+        print(f"{mode:<8} {f[f'tok_s_{mode}']:>8.0f} row tokens/s  "
+              f"{f[f'gflop_s_{mode}']:>9.1f} GFLOP/s  MFU {'-' if mfu is None else f'{mfu:.1%}'}  "
+              f"Qwen3-14B study projection {f[f'study_14b_minutes_{mode}']:.1f} min")  # fmt: skip
     print(f"load average (1 min): {f['load_before']:.2f} before, {f['load_after']:.2f} after")
     return figures
+
+
+# Tokens of the study's rows at the default limits (SmolLM2's tokenizer, 16 of the 18
+# datasets, counted on real copies when issue 15 was filed), whole and with each group's
+# common prefix counted once.
+STUDY_TOKENS = {"unshared": 6.24e6, "shared": 3.02e6}
+
+
+def qwen3_14b_block_params() -> int:
+    """Parameters of Qwen3-14B's 40 decoder blocks (all run for the default layers 1..39),
+    counted on a meta-device model of its published shape."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    config = Qwen3Config(vocab_size=151936, hidden_size=5120, intermediate_size=17408,
+                         num_hidden_layers=40, num_attention_heads=40, num_key_value_heads=8,
+                         head_dim=128, tie_word_embeddings=False)  # fmt: skip
+    with torch.device("meta"):
+        model = Qwen3ForCausalLM(config)
+    return sum(p.numel() for p in decoder_layers(model).parameters())
+
+
+def _throughput(model, layers, device, peak_tflops, tokens, tokens_run, seconds) -> dict:
+    """Per mode: row tokens per second (what a user waits for), model FLOP/s and utilisation
+    (2 x parameters of the blocks run per token run; attention scores left out) and the
+    minutes Qwen3-14B would take on the study's tokens at this run's FLOP/s."""
+    blocks = decoder_layers(model)
+    params = sum(p.numel() for p in blocks[: max(layers) + 1].parameters())
+    params_14b = qwen3_14b_block_params()
+    study_flops = {mode: 2 * params_14b * n for mode, n in STUDY_TOKENS.items()}
+    out: dict[str, float | None] = {}
+    for mode, run in (("unshared", tokens), ("shared", tokens_run)):
+        flops = 2 * params * run / seconds[mode]
+        out[f"tok_s_{mode}"] = tokens / seconds[mode]
+        out[f"gflop_s_{mode}"] = flops / 1e9
+        out[f"mfu_{mode}"] = flops / (peak_tflops * 1e12) if device.type == "cuda" else None
+        out[f"study_14b_minutes_{mode}"] = study_flops[mode] / flops / 60
+    return out
 
 
 def _verdict(value: float, bound: float) -> str:
