@@ -386,3 +386,21 @@ def test_smollm2_shared_equals_unshared_fp32_and_bf16():
     lm.model.to(torch.bfloat16)
     shared, unshared, _ = shared_and_unshared(lm.model, token_ids, groups, "right", layers=layers)
     assert worst_relative(shared, unshared) <= BF16_TOL
+
+
+@pytest.mark.parametrize("window", [None, 131072], ids=["window-null", "window-unused"])
+def test_a_qwen3_checkpoint_loaded_from_disk_shares(tiny, tmp_path, window):
+    """Qwen3-4B/8B/14B's config.json has use_sliding_window false; loaded the way the hub
+    presets load (from_pretrained, default attention), such a checkpoint shares."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    config = Qwen3Config(vocab_size=len(tiny.tokenizer), hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+                         head_dim=16, sliding_window=window, use_sliding_window=False,
+                         max_window_layers=4)  # fmt: skip
+    folder = tmp_path / "qwen3-like"
+    Qwen3ForCausalLM(config).save_pretrained(folder)
+    tiny.tokenizer.save_pretrained(folder)
+    loaded = load_model(ModelSpec.from_values("4b", path=str(folder), device="cpu"))
+    assert loaded.model.config._attn_implementation == "sdpa"
+    assert sharing_problem(loaded.model) is None
