@@ -9,7 +9,7 @@ import torch
 from probegen.blas import matvecs
 from probegen.probes import PROBES, FitFailed, NeedsGroups, OneClass, make_probe
 from probegen.probes.base import top_direction, top_subspace
-from probegen.probes.lda import _ledoit_wolf
+from probegen.probes.lda import _ledoit_wolf, _solve_eigh, _solve_regular
 
 ALL = ["dim", "lda", "lda-lw", "lr", "lr-g", "ccs", "ccs-sub", "pca", "pca-g", "lat", "random"]
 GROUPED = {"ccs", "ccs-sub", "lr-g", "pca-g"}
@@ -188,6 +188,44 @@ def test_lda_is_sklearns_default_lda(n, d):
         predicted = probe.decision_function(data) > 0
         assert np.array_equal(predicted, reference.predict(data.astype(np.float64)))
     assert probe.rank_ == min(n - 2, d - 1)  # the constant feature adds no variance
+
+
+def lda_system(X: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """G = Z Z^T and Z b of `LDAProbe.fit` (Z: scaled within-class residuals)."""
+    X = torch.from_numpy(X).double()
+    mask = torch.from_numpy(y)
+    m1, m0 = X[mask].mean(0), X[~mask].mean(0)
+    Z = X - torch.where(mask[:, None], m1, m0)
+    scale = Z.std(0, correction=0)
+    Z = Z / scale / np.sqrt(len(X))
+    return Z @ Z.T, Z @ ((m1 - m0) / scale)
+
+
+def test_lda_cholesky_path_equals_the_eigendecomposition():
+    rng = np.random.default_rng(5)
+    n, d = 120, 300
+    X = rng.standard_normal((n, d)) @ (rng.standard_normal((d, d)) * rng.uniform(0.1, 3, d))
+    y = rng.random(n) < 0.3
+    G, rhs = lda_system(X + np.outer(y, rng.standard_normal(d)), y)
+    fast, rank = _solve_regular(G, rhs, y, 1e-4)
+    slow, rank_eigh = _solve_eigh(G, rhs, 1e-4)
+    assert rank == rank_eigh == n - 2
+    assert float((fast - slow).norm() / slow.norm()) < 1e-9
+
+
+def test_lda_cholesky_path_defers_where_more_directions_vanish():
+    # A row repeated within its class, or one nearly so, adds a null (or near-null)
+    # direction besides the two class indicators: the eigendecomposition must decide.
+    rng = np.random.default_rng(6)
+    X, y = rng.standard_normal((80, 200)), rng.random(80) < 0.5
+    first = np.flatnonzero(y)[:2]
+    for nudge in (0.0, 1e-7):
+        Xd = X.copy()
+        Xd[first[1]] = Xd[first[0]] + nudge * rng.standard_normal(200)
+        G, rhs = lda_system(Xd, y)
+        assert _solve_regular(G, rhs, y, 1e-4) is None
+        assert _solve_eigh(G, rhs, 1e-4)[1] == 80 - 3
+        assert make_probe("lda").fit(Xd.astype(np.float32), y).rank_ == 80 - 3
 
 
 def test_lda_and_lda_lw_differ_where_rows_are_few():

@@ -44,7 +44,10 @@ class LDAProbe(BaseProbe):
     -(mean_true + mean_false) @ coef_ / 2 + log(n_true / n_false).
 
     Computed from the Gram matrix of the smaller side of Z in float64 (n x n when n <= d), not
-    an SVD of Z: the same singular values and directions, a few times cheaper. scikit-learn
+    an SVD of Z: the same singular values and directions, a few times cheaper. When n <= d
+    and the Gram matrix's only (near-)null directions are the two that every such matrix has,
+    a Cholesky factorisation replaces its eigendecomposition (3x cheaper again; see
+    `_solve_regular`); otherwise the eigendecomposition decides what to drop. scikit-learn
     keeps float32 input in float32; here the solve is float64 whatever the cache stores, so
     directions with singular values near `tol` are resolved more exactly.
     """
@@ -67,24 +70,76 @@ class LDAProbe(BaseProbe):
         scale = torch.where(scale == 0, 1.0, scale)
         Z = Z.div_(scale * math.sqrt(n))
         b = (m1 - m0).to(X.device) / scale
-        if n <= d:  # Z^T Z = V S^2 V^T with V = Z^T U S^-1 from Z Z^T = U S^2 U^T
-            values, U = torch.linalg.eigh(gram(Z))
-            keep = values.clamp_min(0).sqrt() > self.tol
-            U, values = U[:, keep], values[keep]
-            w = Z.T @ (U @ ((U.T @ (Z @ b)) / values**2))
+        if n <= d:  # through G = Z Z^T: Z^T Z = V S^2 V^T with V = Z^T U S^-1, G = U S^2 U^T
+            G, rhs = gram(Z), Z @ b
+            v, rank = _solve_regular(G, rhs, y, self.tol) or _solve_eigh(G, rhs, self.tol)
+            w = Z.T @ v
         else:
             values, V = torch.linalg.eigh(gram(Z.T.contiguous()))
             keep = values.clamp_min(0).sqrt() > self.tol
             V, values = V[:, keep], values[keep]
-            w = V @ ((V.T @ b) / values)
-        if not keep.any():
+            w, rank = V @ ((V.T @ b) / values), int(keep.sum())
+        if rank == 0:
             raise FitFailed(
                 f"lda: no singular value of the scaled within-class scatter exceeds tol={self.tol}"
             )
-        self.rank_ = int(keep.sum())
+        self.rank_ = rank
         w = (w / scale).cpu()
         self._set_direction(w, -float(0.5 * (m1 + m0) @ w) + math.log(y.sum() / (~y).sum()))
         return self
+
+
+# The Cholesky path is taken only when its estimate of the smallest eigenvalue it keeps is
+# this many times tol^2 (1e-8 by default, where G's eigenvalues average d / n): inverse
+# iteration approaches that eigenvalue from above, and the margin absorbs its error.
+_REGULAR_MARGIN = 1e4
+_INVERSE_ITERATIONS = 8
+
+
+def _solve_eigh(G: torch.Tensor, rhs: torch.Tensor, tol: float) -> tuple[torch.Tensor, int]:
+    """(pinv_tol(G)^2 rhs, rank): G's eigenvalues below tol^2 (singular values of Z below
+    tol) dropped, as scikit-learn's SVD solver drops them."""
+    values, U = torch.linalg.eigh(G)
+    keep = values.clamp_min(0).sqrt() > tol
+    U, values = U[:, keep], values[keep]
+    return U @ ((U.T @ rhs) / values**2), int(keep.sum())
+
+
+def _solve_regular(
+    G: torch.Tensor, rhs: torch.Tensor, y: np.ndarray, tol: float
+) -> tuple[torch.Tensor, int] | None:
+    """What `_solve_eigh` returns, by a Cholesky factorisation (a few times cheaper), or
+    None where that cannot tell which eigenvalues to drop.
+
+    G = Z Z^T of within-class residuals always has each class's indicator vector in its null
+    space (a class's residuals sum to zero), and rhs = Z b is orthogonal to both. When those
+    two are G's only eigenvalues below tol^2, pinv_tol(G) is the inverse of G + c Q Q^T (Q
+    the normalised indicators, c > 0) on their complement, and the rank is n - 2. Another
+    null direction (duplicate rows, say), an eigenvalue near tol^2 or a failed factorisation
+    returns None.
+    """
+    n = G.shape[0]
+    indicators = torch.from_numpy(np.stack([y, ~y], 1).astype(np.float64)).to(G.device)
+    Q = indicators / indicators.sum(0).sqrt()
+
+    def off_indicators(x: torch.Tensor) -> torch.Tensor:
+        return x - Q @ (Q.T @ x)
+
+    shift = float(G.diagonal().sum()) / n
+    factor, info = torch.linalg.cholesky_ex(G + shift * (Q @ Q.T))
+    if int(info) != 0:
+        return None
+    generator = torch.Generator(G.device).manual_seed(0)
+    x = torch.randn(n, 1, dtype=G.dtype, device=G.device, generator=generator)
+    for _ in range(_INVERSE_ITERATIONS):  # toward the smallest eigenvalue off the indicators
+        x = torch.cholesky_solve(off_indicators(x), factor)
+        x = x / x.norm()
+    x = off_indicators(x)
+    smallest = float(x.T @ (G @ x)) / float(x.T @ x)
+    if not smallest > _REGULAR_MARGIN * tol**2:
+        return None
+    v = torch.cholesky_solve(off_indicators(rhs[:, None]), factor)
+    return torch.cholesky_solve(v, factor)[:, 0], n - 2
 
 
 def _ledoit_wolf(
