@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 # Each probe job's cost on scripts/bench_probe.py's grid (seconds of its fits plus the
 # scoring every probe costs); only to balance batches. Other probes count as the median.
-BENCHMARK_SECONDS = {"dim": 14, "lda": 300, "lda-lw": 29, "lr": 42, "lr-g": 43, "ccs": 92,
+BENCHMARK_SECONDS = {"dim": 14, "lda": 100, "lda-lw": 29, "lr": 42, "lr-g": 43, "ccs": 92,
                      "ccs-sub": 51, "pca": 29, "pca-g": 48, "lat": 22, "random": 10}  # fmt: skip
 
 
