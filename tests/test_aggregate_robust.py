@@ -13,7 +13,7 @@ import pytest
 from scipy.special import ndtri
 
 from probegen import outcomes as oc
-from probegen.aggregate import bootstrap
+from probegen.aggregate import bootstrap, significance
 from probegen.aggregate.robust import ROBUST_COLUMNS, robust_analysis
 from probegen.results import conform
 
@@ -224,12 +224,12 @@ def test_benjamini_hochberg_by_hand():
     p = np.array([0.01, 0.039, 0.032, 0.005, 0.2, np.nan])
     # sorted .005 .01 .032 .039 .2 against k q / 5 = .01 .02 .03 .04 .05: the largest k
     # with p_(k) <= k q / m is 4, so .032 is rejected although above its own line
-    assert bootstrap.bh_reject(p, 0.05).tolist() == [True, True, True, True, False, False]
-    adjusted = bootstrap.bh_adjust(p)
+    assert significance.bh_reject(p, 0.05).tolist() == [True, True, True, True, False, False]
+    adjusted = significance.bh_adjust(p)
     np.testing.assert_allclose(adjusted[:5], [0.025, 0.04875, 0.04875, 0.025, 0.2])
     assert np.isnan(adjusted[5])
-    assert not bootstrap.bh_reject([0.3, 0.04, 0.5], 0.05).any()
-    assert not bootstrap.bh_reject([], 0.05).any()
+    assert not significance.bh_reject([0.3, 0.04, 0.5], 0.05).any()
+    assert not significance.bh_reject([], 0.05).any()
 
 
 def test_benjamini_hochberg_per_row_matches_the_single_family_rule():
@@ -239,13 +239,13 @@ def test_benjamini_hochberg_per_row_matches_the_single_family_rule():
     p[:, 5] = p[:, 6]  # ties
     p[0] = np.nan  # nothing tested
     p[1] = 1.0  # nothing rejected
-    rows = bootstrap.bh_reject_rows(-ndtri(p), 0.05)  # z with p = ndtr(-z)
-    expected = np.array([bootstrap.bh_reject(row, 0.05) for row in p])
+    rows = significance.bh_reject_rows(-ndtri(p), 0.05)  # z with p = ndtr(-z)
+    expected = np.array([significance.bh_reject(row, 0.05) for row in p])
     assert np.array_equal(rows, expected) and 0 < expected.mean() < 1
 
 
 def test_null_p_values():
-    p = bootstrap.null_p_values([0.6, 0.6, 0.4, 0.5, np.nan], [0.5, 0.5, 0.5, 0.5, 0.5],
+    p = significance.null_p_values([0.6, 0.6, 0.4, 0.5, np.nan], [0.5, 0.5, 0.5, 0.5, 0.5],
                                 [0.05, 0.0, 0.0, 0.0, 0.1])  # fmt: skip
     np.testing.assert_allclose(p[:4], [0.0227501, 0.0, 1.0, 1.0], atol=1e-6)
     assert np.isnan(p[4])

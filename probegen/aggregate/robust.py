@@ -73,9 +73,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from probegen.aggregate import bootstrap, metrics, transfer
+from probegen.aggregate import bootstrap, metrics, significance, transfer
 from probegen.aggregate import study as _study
-from probegen.aggregate.bootstrap import KEY, interval, recovery
+from probegen.aggregate.bootstrap import KEY, interval
+from probegen.aggregate.significance import recovery
 from probegen.outcomes import POLICIES, JobOutcomes
 from probegen.results import LATER_COLUMNS
 
@@ -292,10 +293,10 @@ def _tables(acc: bootstrap.Accumulator, hp: pd.DataFrame, probes: pd.DataFrame, 
     ccr = recovery(cells["accuracy"], cells["null_mean"], cells["threshold"])
     cells["ccr"] = np.where(cells["in_scope"], ccr, np.nan)
     family = (cells["in_scope"] & ~cells["own"]).to_numpy()
-    p = bootstrap.null_p_values(cells["accuracy"], cells["null_mean"], cells["null_sd"])
+    p = significance.null_p_values(cells["accuracy"], cells["null_mean"], cells["null_sd"])
     cells["p_value"] = np.where(family, p, np.nan)
-    cells["p_adjusted"] = bootstrap.bh_adjust(cells["p_value"])
-    cells["transfers"] = bootstrap.bh_reject(cells["p_value"], q)
+    cells["p_adjusted"] = significance.bh_adjust(cells["p_value"])
+    cells["transfers"] = significance.bh_reject(cells["p_value"], q)
 
     cross = cells[family].groupby("pid")
     table = probes.assign(

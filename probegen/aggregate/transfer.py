@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from probegen.aggregate.bootstrap import Accumulator, bh_reject_rows, interval
+from probegen.aggregate.bootstrap import Accumulator, interval
+from probegen.aggregate.significance import bh_reject_rows
 
 CHUNK = 100  # resamples tested at a time: ~70k cells x 100 x 4 B = 28 MB of z
 
