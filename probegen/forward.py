@@ -257,7 +257,7 @@ class Extractor:
             bar.set_postfix(
                 tok_s=f"{run_total / (time.perf_counter() - start):.0f}",
                 run=run_total,
-                saved=f"{1 - run_total / row_total:.0%}",
+                saved=f"{row_total - run_total} ({1 - run_total / row_total:.0%})",
             )
             yield BatchResult(rows, cpu, tokens_run, tokens)
         bar.close()

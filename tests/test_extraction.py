@@ -190,3 +190,11 @@ def test_batch_results_count_tokens_run_and_the_rows_tokens(tiny):
         torch.testing.assert_close(
             packed.activations[1][j], whole.activations[1][j], atol=1e-5, rtol=1e-4
         )
+
+
+def test_progress_bar_shows_tokens_run_and_saved(tiny, capsys):
+    ids = [[5, 6, 7, 8], [5, 6, 7, 9, 10], [11, 12]]
+    extractor = Extractor(tiny.model, [1], pad_id=0, token_budget=10**4, progress=True)
+    list(extractor.run(ids, [[Pack((0, 1), 3), Pack((2,))]], context="tiny/demo"))
+    shown = capsys.readouterr().err
+    assert "tiny/demo" in shown and "run=8" in shown and "saved=3 (27%)" in shown
