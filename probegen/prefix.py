@@ -114,8 +114,11 @@ def plan_packs(
     each with the prefix); ungrouped rows (group None) and groups of one alone.
 
     A group is packed only where that is estimated cheaper: tokens + attention_weight ·
-    tokens² of the pack (whose attention spans all its suffixes, if masked) against the sum
-    over its rows run alone; see `attention_weight`.
+    tokens² of the pack (its masked attention computes every query-key pair, across all its
+    suffixes) against the sum over its rows run alone of tokens + attention_weight ·
+    tokens² / 2 (sdpa skips the upper triangle of an unpadded causal batch); see
+    `attention_weight`. Packing therefore needs suffixes short next to the prefix, as the
+    study's are.
     """
     members: dict[Hashable, list[int]] = {}
     packs: list[Pack] = []
@@ -146,7 +149,7 @@ def _group_packs(rows, token_ids, token_budget, weight) -> list[Pack]:
     packs = []
     for chunk in chunks:
         pack = Pack(tuple(chunk), prefix)
-        alone = sum(_cost(len(token_ids[r]), weight) for r in chunk)
+        alone = sum(_cost(len(token_ids[r]), weight / 2) for r in chunk)
         if len(chunk) > 1 and prefix > 0 and _cost(pack.length(token_ids), weight) < alone:
             packs.append(pack)
         else:
