@@ -116,7 +116,7 @@ def test_plan_packs_covers_rows_once():
 def test_long_suffixes_are_not_packed():
     """A pack's masked attention computes every query-key pair, where rows alone skip the
     causal upper triangle: on a SmolLM2-shaped model two rows of 600 shared and 1,000 own
-    tokens ran 1.32x slower packed, four of 1,500 and 300 in 0.53x the time."""
+    tokens run slower packed, four of 1,500 and 300 faster (docs/benchmarks.md)."""
     from transformers import LlamaConfig
 
     smollm2 = LlamaConfig(hidden_size=576, intermediate_size=1536, num_attention_heads=9,
