@@ -26,20 +26,12 @@ NULL_P = {"eval": 0.53, "fixed": 0.5}  # a random direction's accuracy: the eval
 NULL_SD = 0.025  # spread of the random directions' accuracies
 
 
-def study_results(
-    model: str = "4b",
-    train: list[str] = STUDY,
-    evals: list[str] | None = None,
-    probes: list[str] = PROBES,
-    layers: list[int] = (1, 5, 13, 21, 29, 35),
-    seed: int = 0,
-    depth: int | None = 36,
-    null: bool = True,
-) -> pd.DataFrame:
-    """Both eval splits of every probe × train × layer × eval, all `ok`; every row carries
-    `depth` (None: unknown, as in results written before it was recorded). `null` False:
-    the later columns are null, as in results written before jobs recorded them."""
-    return study_sweep(model, train, evals, probes, layers, seed, depth, null=null)[0]
+def study_results(**options) -> pd.DataFrame:
+    """The results of `study_sweep(**options)`: both eval splits of every probe × train ×
+    layer × eval, all `ok`; every row carries `depth` (None: unknown, as in results written
+    before it was recorded). `null=False`: the later columns are null, as in results
+    written before jobs recorded them."""
+    return study_sweep(**options)[0]
 
 
 def study_sweep(

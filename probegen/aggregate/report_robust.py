@@ -54,12 +54,15 @@ def image(path: Path) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.stem)}">'
 
 
+def drawn_in(r: ModelReport, section: str) -> list:
+    """The figures (drawn or skipped) of one report section, in drawing order."""
+    return [d for d in r.drawn if d.section == section]
+
+
 def figure_lines(r: ModelReport, section: str) -> list[str]:
     """summary.md's list of one section's figures: file and caption, or why skipped."""
     out = []
-    for d in r.drawn:
-        if d.section != section:
-            continue
+    for d in drawn_in(r, section):
         if d.path is None:
             out += [f"- {d.name}: skipped — {d.skipped}"]
         else:
@@ -70,9 +73,7 @@ def figure_lines(r: ModelReport, section: str) -> list[str]:
 def figures_html(r: ModelReport, section: str) -> list[str]:
     """report.html's figures of one section, embedded with their captions."""
     parts = []
-    for d in r.drawn:
-        if d.section != section:
-            continue
+    for d in drawn_in(r, section):
         if d.path is None:
             parts += [f"<p class='skipped'><b>{d.name}</b> skipped: "
                       f"{html.escape(d.skipped or '')}</p>"]  # fmt: skip
