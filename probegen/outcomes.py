@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import save_file
 
 FILE = "outcomes.safetensors"
 FORMAT = "probegen-outcomes/1"
@@ -125,9 +125,9 @@ def read(path: Path) -> JobOutcomes:
     try:
         from safetensors import safe_open
 
-        with safe_open(str(path), framework="numpy") as f:
+        with safe_open(str(path), framework="numpy") as f:  # one open: metadata and tensors
             metadata = f.metadata() or {}
-        tensors = load_file(str(path))
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
         if metadata.get("format") != FORMAT:
             raise ValueError(f"format {metadata.get('format')!r}, expected {FORMAT!r}")
         described = json.loads(metadata["eval_sets"])

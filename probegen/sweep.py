@@ -128,8 +128,8 @@ def run_jobs(specs: Sequence[JobSpec], source: ActivationSource) -> list[JobOutp
     probes = ",".join(spec.probe for spec in specs)
     if device.type != "cpu":
         log.info("%s %s: probes fitted on %s", first.model, probes, device)
+    null_spec = (first.null_directions, first.seed)
     for layer in layers:
-        null_spec = (first.null_directions, first.seed)
         fitted, null = fit_layer(fitters, first.train, source, layer, device, null_spec)
         for job, layer_fits in enumerate(fitted):
             for name, (status, reason) in layer_fits.unfit.items():

@@ -97,11 +97,11 @@ def interval(samples: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]
 def covered(outcomes: list[JobOutcomes], split: str) -> pd.DataFrame:
     """KEY + eval_dataset of every cell the outcomes hold on `split` (no arrays copied)."""
     frames = [
-        pd.DataFrame({"probe": job.probe, "eval_dataset": dataset,
-                      "train_dataset": np.asarray(job.train_datasets, dtype=object)[e.train],
-                      "layer": e.layer.astype(np.int64)})
-        for job in outcomes for (dataset, s), e in job.eval_sets.items() if s == split
-    ]  # fmt: skip
+        _cells(job, e).assign(eval_dataset=dataset)
+        for job in outcomes
+        for (dataset, s), e in job.eval_sets.items()
+        if s == split
+    ]
     columns = [*KEY, "eval_dataset"]
     return pd.concat(frames)[columns] if frames else pd.DataFrame(columns=columns)
 
